@@ -1,0 +1,80 @@
+"""The ``robustlens`` command: one entry point, one subcommand per package.
+
+Each subcommand lives in its package's ``cli.py`` as two functions:
+``configure(parser)`` adds its arguments and ``run(args) -> int`` does the work.
+A :class:`~robustlens.errors.UserError` is printed as one line (no traceback), exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from robustlens import __version__
+from robustlens.errors import UserError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "study": ("robustlens.study.cli", "run the whole STD vs ADV comparison and write report.html + results.json"),
+    "data": ("robustlens.data.cli", "describe a data source (counts per split and class, resolution) and write a sample grid"),
+    "train": ("robustlens.train.cli", "train a model: standard, FGSM, FGSM-RS, PGD or TRADES"),
+    "attack": ("robustlens.attacks.cli", "measure clean and robust accuracy (FGSM, PGD, APGD, Square, AutoAttack-style)"),
+    "explain": ("robustlens.explain.cli", "saliency maps, feature visualisation, sanity checks, localisation, generation"),
+    "probe": ("robustlens.probes.cli", "accuracy under blur, median, colour reversal, stylisation...; cue-conflict bias; neurons"),
+    "transfer": ("robustlens.transfer.cli", "late fusion of STD/ADV backbones on target data sets"),
+    "construct": ("robustlens.transfer.construct_cli", "build robust / non-robust data sets (Ilyas et al. 2019) and train on them"),
+    "models": ("robustlens.models.cli", "list the architectures of the model zoo"),
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustlens",
+        description="What do adversarially robust models look at? Compare STD and ADV classifiers side by side.",
+    )
+    parser.add_argument("--version", action="version", version=f"robustlens {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = _load(module)
+        if mod is not None:
+            mod.configure(p)
+        p.set_defaults(_module=module, _name=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    mod = _load(args._module)
+    if mod is None:
+        print(f"robustlens {args._name}: {args._name} not implemented yet", file=sys.stderr)
+        return 3
+    try:
+        return int(mod.run(args) or 0)
+    except UserError as e:
+        print(f"robustlens {args._name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robustlens {args._name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Atomic writes, JSON helpers and the environment record every result carries."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``.
+
+    A crash (or an exception) leaves ``path`` as it was: readers never see half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Turn tensors, numpy values, paths and non-finite floats into plain JSON values."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if np is not None:
+        if isinstance(obj, np.generic):
+            return _jsonable(obj.item())
+        if isinstance(obj, np.ndarray):
+            return _jsonable(obj.tolist())
+    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # torch.Tensor
+        return _jsonable(obj.detach().cpu().tolist())
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically (tensors and numpy values are converted)."""
+    text = json.dumps(_jsonable(obj), indent=indent, sort_keys=False) + "\n"
+    write_bytes_atomic(path, text.encode())
+
+
+def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
+    """Append one JSON line (metrics logs). A line is written with a single ``write``."""
+    line = json.dumps(_jsonable(obj)) + "\n"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(line)
+        f.flush()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    from robustlens.errors import UserError
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, torch and the libraries a result depends on."""
+    import numpy
+    import torch
+
+    import robustlens
+
+    out = {
+        "robustlens": robustlens.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
