@@ -1,0 +1,376 @@
+"""Robust and non-robust data sets (Ilyas et al. 2019, *Adversarial Examples Are Not Bugs,
+They Are Features*, Sec. 3).
+
+* **Robust data set** D_R (Sec. 3.1): for every training pair (x, y), start from noise or from
+  another random training image x_0 and minimise ``||g(x_r) - g(x)||_2`` over the input x_r by
+  normalised L2 gradient descent, where g is the penultimate representation of an
+  adversarially trained model; keep x_r in [0, 1] and the label y. (Paper, CIFAR-10: 1000
+  steps of size 0.1, x_0 a random training image.) Only features the robust model uses
+  survive, so a standard model trained on D_R becomes robust.
+* **Non-robust data sets** D_det / D_rand (Sec. 3.2): a targeted L2 PGD perturbation of x
+  towards a target class t for a *standard* model, ``x_adv = argmin_{||x'-x||_2<=eps} CE(f(x'), t)``,
+  relabelled with t; ``t = (y + 1) mod C`` (det) or t uniform over the C classes (rand).
+  (Paper, CIFAR-10: eps 0.5, step 0.1, 100 steps.) The images look like class y but carry
+  only the non-robust features of t, yet a standard model trained on them generalises to the
+  original test set.
+
+Storage. Construction runs in chunks; each finished chunk is written atomically as
+``chunks/chunk_00012.npz`` (float32 images in [0, 1], labels, source indices, original labels)
+and skipped on restart, so an interrupted run continues where it stopped and gives the same
+result as an uninterrupted one (every chunk's randomness derives from (seed, chunk index)).
+The finished set is ``data.npz`` with the exact float32 images. :meth:`ConstructedSet.to_imageset`
+gives an :class:`~robustlens.data.ImageSet` (uint8, rounded); that is fine for D_R, but for
+D_det / D_rand rounding adds noise of L2 length about 0.29 / 255 * sqrt(d) (0.06 at 32x32x3),
+a tenth of the eps = 0.5 perturbation that carries the label, so models are trained on the
+float images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlens.errors import UserError
+from robustlens.io import atomic_path, versions, write_json_atomic
+from robustlens.threat import L2
+from robustlens.transfer._loops import pgd_attack, progress
+
+KINDS = ("robust", "det", "rand")
+
+#: CPU-friendly defaults; the paper's CIFAR-10 values are in ``PAPER``
+DEFAULTS = {
+    "robust": {"steps": 200, "step_size": 0.1, "eps": None, "init": "image"},
+    "det": {"steps": 40, "step_size": 0.1, "eps": 0.5, "init": None},
+    "rand": {"steps": 40, "step_size": 0.1, "eps": 0.5, "init": None},
+}
+PAPER = {
+    "robust": {"steps": 1000, "step_size": 0.1, "init": "image"},
+    "det": {"steps": 100, "step_size": 0.1, "eps": 0.5},
+    "rand": {"steps": 100, "step_size": 0.1, "eps": 0.5},
+}
+
+
+def _eval_mode(model: nn.Module) -> Callable[[], None]:
+    was = model.training
+    model.eval()
+    return lambda: model.train(was)
+
+
+def invert_representation(
+    model: nn.Module,
+    x_target: Tensor,
+    x_init: Tensor,
+    *,
+    steps: int,
+    step_size: float = 0.1,
+) -> Tensor:
+    """Representation inversion: ``argmin_{x_r in [0,1]} ||g(x_r) - g(x_target)||_2`` (Ilyas et al. 2019, Eq. in Sec. 3.1).
+
+    Normalised L2 gradient descent from ``x_init``: ``x_r <- clip(x_r - step * grad / ||grad||_2)``,
+    with ``robustlens.threat.L2`` supplying the direction and the [0, 1] projection (an
+    unbounded ball: the inversion is not norm-constrained). ``model`` is used in eval mode;
+    gradients are taken with respect to the input only.
+    """
+    restore = _eval_mode(model)
+    try:
+        with torch.no_grad():
+            goal = model.penultimate(x_target)
+        threat = L2(1e6)  # only the box [0, 1] constrains the inversion
+        x_r = x_init.detach().clone().clamp_(0, 1)
+        for _ in range(steps):
+            x_r.requires_grad_(True)
+            dist = (model.penultimate(x_r) - goal).flatten(1).norm(dim=1).sum()
+            (grad,) = torch.autograd.grad(dist, x_r)
+            x_r = threat.project(threat.ascent_step(x_r.detach(), -grad, step_size), x_r.detach())
+        return x_r.detach()
+    finally:
+        restore()
+
+
+def representation_distance(model: nn.Module, a: Tensor, b: Tensor) -> Tensor:
+    """Per-example ``||g(a) - g(b)||_2`` with g = ``model.penultimate`` (eval mode)."""
+    restore = _eval_mode(model)
+    try:
+        with torch.no_grad():
+            return (model.penultimate(a) - model.penultimate(b)).flatten(1).norm(dim=1)
+    finally:
+        restore()
+
+
+def targeted_perturbation(model: nn.Module, x: Tensor, target: Tensor, *, eps: float, steps: int, step_size: float) -> Tensor:
+    """Targeted L2 PGD (no random start) towards ``target``: ``argmin_{||d||_2 <= eps} CE(f(x + d), t)`` (Ilyas et al. 2019, Sec. 3.2)."""
+    restore = _eval_mode(model)
+    try:
+        return pgd_attack(model, x, target, L2(eps), steps=steps, step_size=step_size, targeted=True, random_start=False)
+    finally:
+        restore()
+
+
+def make_targets(kind: str, y: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
+    """``(y + 1) mod C`` for ``det``; uniform over the C classes for ``rand`` (as in the paper)."""
+    if kind == "det":
+        return (y + 1) % num_classes
+    if kind == "rand":
+        return torch.randint(0, num_classes, y.shape, generator=generator)
+    raise UserError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+
+
+@dataclass
+class ConstructedSet:
+    """A constructed data set: exact float images in [0, 1] and the labels to train with."""
+
+    images: Tensor  # float32 (N, C, H, W)
+    labels: Tensor  # int64 (N,)
+    classes: list[str]
+    kind: str
+    source_index: Tensor  # int64 (N,): the training image each one was built from
+    original_labels: Tensor  # int64 (N,): y of that image
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def to_imageset(self):
+        """An :class:`~robustlens.data.ImageSet` (uint8 after rounding; see the module note)."""
+        from robustlens.data.base import ImageSet
+
+        img = (self.images.clamp(0, 1) * 255).round().to(torch.uint8)
+        return ImageSet(img, self.labels.clone(), list(self.classes), name=f"constructed:{self.kind}", meta=dict(self.meta))
+
+
+def _config_of(kind: str, n: int, steps: int, step_size: float, eps: float | None, init: str | None, chunk_size: int, seed: int, data_name: str) -> dict:
+    return {"kind": kind, "n": n, "steps": steps, "step_size": step_size, "eps": eps, "init": init, "chunk_size": chunk_size, "seed": seed, "data": data_name}
+
+
+def _chunk_path(out: Path, i: int) -> Path:
+    return out / "chunks" / f"chunk_{i:05d}.npz"
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def construct_dataset(
+    model: nn.Module,
+    train_set: Any,
+    kind: str,
+    *,
+    out_dir: str | Path | None = None,
+    n: int | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+    eps: float | None = None,
+    init: str | None = None,
+    chunk_size: int = 256,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    show_progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+) -> ConstructedSet:
+    """Build D_R (``kind="robust"``, ``model`` adversarially trained) or D_det / D_rand
+    (``kind="det"|"rand"``, ``model`` standard) from the first ``n`` images of ``train_set``.
+
+    With ``out_dir``, finished chunks are written and reused (resumable); the finished set
+    goes to ``out_dir/data.npz`` and ``out_dir/construct.json``. ``on_chunk(i)`` is called
+    after chunk ``i`` is saved (tests use it to interrupt a run).
+    """
+    if kind not in KINDS:
+        raise UserError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    d = DEFAULTS[kind]
+    steps = int(steps if steps is not None else d["steps"])
+    step_size = float(step_size if step_size is not None else d["step_size"])
+    if kind == "robust":
+        if eps is not None:
+            raise UserError("--eps: the robust data set is an unconstrained inversion; --eps applies to det / rand only")
+        init = init or d["init"]
+        if init not in ("image", "noise"):
+            raise UserError(f"--init: expected image or noise, got {init!r}")
+    else:
+        eps = float(eps if eps is not None else d["eps"])
+        if eps <= 0:
+            raise UserError(f"--eps: expected a positive L2 radius, got {eps}")
+        init = None
+    if steps < 1 or step_size <= 0:
+        raise UserError(f"--steps / --step-size: expected positive values, got {steps} / {step_size}")
+    if chunk_size < 1 or batch_size < 1:
+        raise UserError("--chunk-size / --batch-size: expected positive integers")
+    total = len(train_set)
+    if total == 0:
+        raise UserError(f"--data {getattr(train_set, 'name', '')}: no training images")
+    n = total if n is None else int(n)
+    if not 1 <= n <= total:
+        raise UserError(f"--n: expected 1..{total} (the training split's size), got {n}")
+    if kind == "robust" and not hasattr(model, "penultimate"):
+        raise UserError("--checkpoint: the robust data set needs a model with penultimate() (a robustlens ImageClassifier)")
+    num_classes = int(train_set.num_classes)
+    device = torch.device(device)
+    name = getattr(train_set, "name", "")
+    config = _config_of(kind, n, steps, step_size, eps, init, chunk_size, seed, name)
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        cfg_path = out / "construct.json"
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text()).get("config", {})
+            if old != config:
+                diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+                raise UserError(f"--out {out}: holds a construction with other settings {diff} (old, new); use another --out")
+        else:
+            write_json_atomic(cfg_path, {"config": config, "status": "running", "versions": versions()})
+        final = out / "data.npz"
+        if final.exists():
+            return load_constructed(out)
+
+    n_chunks = math.ceil(n / chunk_size)
+    pieces: list[dict[str, np.ndarray]] = []
+    t0 = time.time()
+    bar = progress(range(n_chunks), total=n_chunks, desc=f"construct {kind}", enabled=show_progress)
+    for ci in bar:
+        path = _chunk_path(out, ci) if out is not None else None
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                pieces.append({k: z[k] for k in z.files})
+            continue
+        lo, hi = ci * chunk_size, min(n, (ci + 1) * chunk_size)
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + ci)
+        idx = torch.arange(lo, hi)
+        y = train_set.labels[idx]
+        if kind == "robust":
+            if init == "image":
+                starts = torch.randint(0, total, (hi - lo,), generator=g)
+                x0_all = train_set.float(starts)
+            else:
+                x0_all = torch.rand((hi - lo, *train_set.images.shape[1:]), generator=g)
+            labels = y.clone()
+        else:
+            labels = make_targets(kind, y, num_classes, g)
+        outs = []
+        for s in range(0, hi - lo, batch_size):
+            xb = train_set.float(idx[s : s + batch_size], device=device)
+            if kind == "robust":
+                xr = invert_representation(model, xb, x0_all[s : s + batch_size].to(device), steps=steps, step_size=step_size)
+            else:
+                xr = targeted_perturbation(model, xb, labels[s : s + batch_size].to(device), eps=eps, steps=steps, step_size=step_size)
+            outs.append(xr.float().cpu())
+        piece = {
+            "images": torch.cat(outs).numpy().astype(np.float32),
+            "labels": labels.numpy().astype(np.int64),
+            "source_index": idx.numpy().astype(np.int64),
+            "original_labels": y.numpy().astype(np.int64),
+        }
+        if path is not None:
+            _save_npz(path, **piece)
+        pieces.append(piece)
+        if on_chunk is not None:
+            on_chunk(ci)
+
+    arrays = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+    meta = {"config": config, "seconds": time.time() - t0, "classes": list(train_set.classes), "paper_settings": PAPER[kind], "storage": "float32 images in [0, 1] (exact; see robustlens.transfer.construct)"}
+    result = ConstructedSet(
+        torch.from_numpy(arrays["images"]),
+        torch.from_numpy(arrays["labels"]),
+        list(train_set.classes),
+        kind,
+        torch.from_numpy(arrays["source_index"]),
+        torch.from_numpy(arrays["original_labels"]),
+        meta=meta,
+    )
+    if out is not None:
+        _save_npz(out / "data.npz", **arrays)
+        write_json_atomic(out / "construct.json", {"config": config, "status": "done", "n": n, "classes": list(train_set.classes), "seconds": meta["seconds"], "storage": meta["storage"], "versions": versions()})
+    return result
+
+
+def load_constructed(out_dir: str | Path) -> ConstructedSet:
+    """Read a finished construction (``data.npz`` + ``construct.json``) from ``out_dir``."""
+    out = Path(out_dir)
+    data, cfg_path = out / "data.npz", out / "construct.json"
+    if not data.exists() or not cfg_path.exists():
+        raise UserError(f"{out}: no finished construction (data.npz + construct.json); run `robustlens construct` first")
+    info = json.loads(cfg_path.read_text())
+    with np.load(data) as z:
+        arrays = {k: z[k] for k in z.files}
+    return ConstructedSet(
+        torch.from_numpy(arrays["images"]),
+        torch.from_numpy(arrays["labels"]),
+        list(info.get("classes", [])),
+        info["config"]["kind"],
+        torch.from_numpy(arrays["source_index"]),
+        torch.from_numpy(arrays["original_labels"]),
+        meta=info,
+    )
+
+
+def train_and_evaluate(
+    data: ConstructedSet,
+    test_set: Any,
+    *,
+    arch: str = "small_cnn",
+    model_kwargs: dict | None = None,
+    epochs: int = 15,
+    lr: float = 0.05,
+    batch_size: int = 128,
+    weight_decay: float = 5e-4,
+    augment: bool = False,
+    threat_norm: str = "l2",
+    threat_eps: float = 0.25,
+    attack_steps: int = 20,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    show_progress: bool = True,
+) -> dict:
+    """Train a fresh standard model on the constructed set; evaluate it on the ORIGINAL test set.
+
+    Training uses the exact float images (SGD, momentum 0.9, cosine lr). Evaluation: clean
+    accuracy and PGD (``attack_steps`` steps, random start) accuracy at ``threat_eps`` on the
+    original test images and labels (Ilyas et al. 2019 report L2 eps 0.25 on CIFAR-10).
+    """
+    from robustlens.models import create
+    from robustlens.threat import make_threat
+    from robustlens.transfer._loops import robust_accuracy, sgd_fit
+
+    if data.images.shape[1:] != test_set.images.shape[1:]:
+        raise UserError(f"test set images are {tuple(test_set.images.shape[1:])} but the constructed set's are {tuple(data.images.shape[1:])}")
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create(arch, len(data.classes) or test_set.num_classes, **(model_kwargs or {})).to(device)
+    model.train()
+    t0 = time.time()
+    last = sgd_fit(model, data.images, data.labels, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, augment=augment, schedule="cosine", device=device, show_progress=show_progress, desc=f"train on {data.kind}")
+    model.eval()
+    ev = robust_accuracy(model, test_set.float(), test_set.labels, make_threat(threat_norm, threat_eps), steps=attack_steps, device=device, seed=seed)
+    # How often the model predicts the *original* label on its own training set: for D_det
+    # this is low (it learnt the targets), which shows it is not simply reading y from x.
+    with torch.no_grad():
+        pred = torch.cat([model(data.images[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(data), 256)])
+    return {
+        "arch": arch,
+        "model_kwargs": model_kwargs or {},
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "augment": augment,
+        "train_accuracy_constructed_labels": float((pred == data.labels).float().mean()),
+        "train_agreement_with_original_labels": float((pred == data.original_labels).float().mean()),
+        "test_clean_accuracy": ev["clean_accuracy"],
+        "test_robust_accuracy": ev["robust_accuracy"],
+        "attack": {"name": ev.get("attack", "pgd"), "norm": threat_norm, "eps": threat_eps, "steps": attack_steps},
+        "n_train": len(data),
+        "n_test": len(test_set),
+        "seconds": time.time() - t0,
+        "last_epoch": last,
+        "model": model,
+    }
