@@ -1,1 +1,71 @@
-"""robustlens.train"""
+"""Training: standard and adversarial (FGSM, FGSM-RS, PGD, TRADES) in one readable loop.
+
+    from robustlens.train import train, TrainConfig, train_model
+    model, result = train_model("trifeature", "small_cnn", mode="fgsm-rs", eps="8/255")
+    result = train(model, train_set, TrainConfig(mode="pgd", epochs=10), out_dir="runs/pgd")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from robustlens.train.config import ADVERSARIAL_MODES, DEFAULTS, MODES, SCHEDULES, TrainConfig
+from robustlens.train.loop import TrainResult, perturb, perturb_trades, train
+from robustlens.train.schedule import Schedule
+
+__all__ = [
+    "ADVERSARIAL_MODES",
+    "DEFAULTS",
+    "MODES",
+    "SCHEDULES",
+    "Schedule",
+    "TrainConfig",
+    "TrainResult",
+    "perturb",
+    "perturb_trades",
+    "train",
+    "train_model",
+]
+
+# Model options that make the default arch fit the embedded data set's budget (2 CPU cores).
+ARCH_DEFAULTS: dict[tuple[str, str], dict] = {
+    ("trifeature", "small_cnn"): {"width": 16},
+}
+
+
+def train_model(
+    data: str = "trifeature",
+    arch: str = "small_cnn",
+    mode: str = "std",
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    model_kwargs: dict | None = None,
+    val_split: str | None = None,
+    **config,
+) -> tuple[nn.Module, TrainResult]:
+    """Load ``data`` (train split), build ``arch`` and train it; returns ``(model, result)``.
+
+    ``config`` holds :class:`TrainConfig` fields (``eps="8/255"``, ``epochs=...``). The model's
+    initial weights come from ``torch.manual_seed(seed)``. ``val_split`` names a split used
+    for the per-epoch check (default: a held-out part of the training split).
+    """
+    import torch
+
+    from robustlens.data import load
+    from robustlens.models import create
+    from robustlens.train.config import data_kind
+
+    train_set = load(data, split="train")
+    val_set = load(data, split=val_split) if val_split else None
+    kind = data_kind(train_set.name or data, train_set.resolution)
+    kw = dict(ARCH_DEFAULTS.get((kind, arch), {}))
+    kw.update(model_kwargs or {})
+    cfg = TrainConfig(mode=mode, **config)
+    torch.manual_seed(cfg.seed)
+    model = create(arch, train_set.num_classes, **kw)
+    result = train(model, train_set, cfg, out_dir=out_dir, val_set=val_set, resume=resume, device=device)
+    return model, result
