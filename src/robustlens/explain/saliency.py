@@ -1,0 +1,580 @@
+"""Saliency maps with one signature for all methods.
+
+    maps = saliency(model, images, target, method="ig", steps=50)   # same shape as images
+
+Every method takes float images in [0, 1], NCHW (robustlens models normalise their input
+themselves, so maps live in pixel space) and returns a tensor of the input's shape.
+Work is split into chunks of ``internal_batch_size`` rows (images, noisy copies or path
+points) so memory stays bounded whatever the number of steps or samples (captum expands
+all steps into one batch unless told otherwise). Only input gradients are computed
+(``torch.autograd.grad`` w.r.t. the input), never weight gradients. The model's
+train/eval mode is left as it is: call ``model.eval()`` first.
+
+Methods (names as accepted by :func:`saliency`):
+
+* ``vanilla``: gradient of the target logit, d f_t(x) / dx (Simonyan et al. 2014; main
+  paper eq. 7 / 11).
+* ``loss``: gradient of the cross-entropy loss at the target, d L(x, t) / dx (Tsipras et
+  al. 2019; main paper eq. 8-9 / 12).
+* ``guided``: guided backpropagation (Springenberg et al. 2015; main paper eq. 13-15):
+  at every ReLU the backward pass keeps a gradient only where the forward input was
+  positive *and* the incoming gradient is positive. ReLUs are intercepted with a
+  :class:`torch.overrides.TorchFunctionMode`, so it works for ``nn.ReLU`` modules, one
+  module reused several times, in-place ReLUs and functional ``F.relu`` / ``torch.relu``
+  / ``Tensor.relu`` alike (captum's module hooks miss the last two).
+* ``smoothgrad``: SmoothGrad (Smilkov et al. 2017; main paper eq. 16) over any base
+  method: the mean of the base map over ``n_samples`` noisy copies x + N(0, sigma^2),
+  sigma = ``noise_level`` x (max(x) - min(x)) per image (0.2 and 50 samples as in the
+  main paper authors' code).
+* ``ig``: integrated gradients (Sundararajan et al. 2017, eq. 1 / main paper eq. 17):
+  (x - x') * int_0^1 df_t(x' + a (x - x')) / dx da, by Riemann sums or Gauss-Legendre
+  quadrature; the completeness gap ("convergence delta") on request.
+* ``ig_path_average``: the main paper authors' variant: the path-averaged gradient only,
+  *not* multiplied by (x - x').
+* ``gradcam``: Grad-CAM (Selvaraju et al. 2017, eq. 1-2) at a named layer (default: the
+  last ``nn.Conv2d``), ReLU(sum_k alpha_k A^k), alpha_k the spatial mean of
+  d f_t / dA^k, bilinearly upsampled to the input size and repeated over the input's
+  channels (every channel holds the same map), so it has the input's shape too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from robustlens.errors import UserError
+
+METHODS: tuple[str, ...] = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam")
+IG_METHODS: tuple[str, ...] = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+
+Target = int | Sequence[int] | Tensor
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_images(images: Any, name: str = "images") -> Tensor:
+    """``images`` must be a floating tensor (N, C, H, W) with N >= 1."""
+    if not isinstance(images, Tensor):
+        raise UserError(f"{name}: expected a float tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise UserError(f"{name}: expected a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise UserError(f"{name}: expected a floating tensor with values in [0, 1], got {images.dtype}")
+    if images.shape[0] == 0:
+        raise UserError(f"{name}: got an empty batch")
+    return images
+
+
+def num_classes_of(model: nn.Module, images: Tensor) -> int:
+    """The number of logits ``model`` returns (``model.num_classes`` when it has one)."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    with torch.no_grad():
+        return int(model(images[:1]).shape[1])
+
+
+def check_target(model: nn.Module, images: Tensor, target: Target) -> Tensor:
+    """``target`` (an int, a list or a tensor) as an int64 tensor (N,), each in range."""
+    n = images.shape[0]
+    if isinstance(target, bool):
+        raise UserError(f"target: expected an int, a list of ints or a tensor, got {target!r}")
+    if isinstance(target, (int, np.integer)):
+        t = torch.full((n,), int(target), dtype=torch.long, device=images.device)
+    else:
+        try:
+            t = torch.as_tensor(target, device=images.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise UserError(f"target: expected an int, a list of ints or a tensor, got {target!r}") from None
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise UserError(f"target: expected integer class indices, got dtype {t.dtype}")
+        t = t.long().reshape(-1)
+        if t.numel() == 1 and n > 1:
+            t = t.expand(n).clone()
+        if t.numel() != n:
+            raise UserError(f"target: {t.numel()} targets for {n} images")
+    k = num_classes_of(model, images)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
+        bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+        raise UserError(f"target: class {bad} out of range; the model has {k} classes (0..{k - 1})")
+    return t
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) <= 0:
+        raise UserError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` in ``dict(model.named_modules())``.
+
+    An unknown name raises :class:`UserError` naming the closest valid names.
+    """
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return modules[name]
+    valid = [k for k in modules if k]
+    close = difflib.get_close_matches(str(name), valid, n=5, cutoff=0.4)
+    hint = f"closest: {', '.join(close)}" if close else f"valid: {', '.join(valid[:30])}{' ...' if len(valid) > 30 else ''}"
+    raise UserError(f"layer: no module named {name!r} in {type(model).__name__}; {hint}")
+
+
+def last_conv_name(model: nn.Module) -> str:
+    """Name of the last ``nn.Conv2d`` in definition order (Grad-CAM's default layer)."""
+    names = [k for k, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not names:
+        raise UserError(f"gradcam: {type(model).__name__} has no nn.Conv2d; pass layer=NAME")
+    return names[-1]
+
+
+@contextmanager
+def capture(module: nn.Module) -> Iterator[list[Tensor]]:
+    """Record the output of ``module`` on each forward call (a list, appended to).
+
+    The hook hands a *clone* downstream, so an in-place op after the layer (e.g.
+    ``ReLU(inplace=True)``) cannot overwrite the recorded activation, whose gradient
+    then is the gradient of the layer's true output.
+    """
+    store: list[Tensor] = []
+
+    def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+        if not isinstance(out, Tensor):
+            raise UserError(f"layer {type(_m).__name__}: output is a {type(out).__name__}, not a tensor")
+        store.append(out)
+        return out.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def _input_grad(model: nn.Module, x: Tensor, t: Tensor, objective: str) -> Tensor:
+    """d objective / dx for one chunk; objective 'logit' (sum of target logits) or 'loss'."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+        if objective == "logit":
+            score = out.gather(1, t[:, None]).sum()
+        else:
+            score = F.cross_entropy(out, t, reduction="sum")
+        (g,) = torch.autograd.grad(score, x)
+    return g
+
+
+def vanilla_gradient(model: nn.Module, images: Tensor, target: Target, internal_batch_size: int = 64) -> Tensor:
+    """Vanilla gradient d f_t(x) / dx of the target logit (Simonyan et al. 2014; main paper eq. 7)."""
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    return torch.cat([_input_grad(model, x[s], t[s], "logit") for s in _chunks(len(x), b)])
+
+
+def loss_gradient(model: nn.Module, images: Tensor, target: Target, internal_batch_size: int = 64) -> Tensor:
+    """Loss gradient d CE(f(x), t) / dx (Tsipras et al. 2019; main paper eq. 8-9).
+
+    Equals -(d f_t/dx) + sum_j softmax_j(x) d f_j/dx (main paper eq. 9).
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    return torch.cat([_input_grad(model, x[s], t[s], "loss") for s in _chunks(len(x), b)])
+
+
+# ----------------------------------------------------------------------------- guided backprop
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward is Springenberg et al.'s guided rule (main paper eq. 15):
+    R_in = 1[x > 0] * 1[R_out > 0] * R_out."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        out = x.clamp(min=0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (out > 0).to(grad.dtype)
+
+
+class _GuidedReLUInplace(torch.autograd.Function):
+    """In-place version (``F.relu(x, inplace=True)``, ``x.relu_()``): modifies and returns ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        x.clamp_(min=0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (out > 0).to(grad.dtype)
+
+
+_RELU_OUT = {torch.relu, torch.Tensor.relu, F.relu}
+_RELU_INPLACE = {torch.relu_, torch.Tensor.relu_, F.relu_}
+
+
+class GuidedReLUMode(TorchFunctionMode):
+    """A torch-function mode that replaces every ReLU call by the guided ReLU.
+
+    Catches ``nn.ReLU`` (which calls ``F.relu``), ``F.relu`` / ``F.relu_``,
+    ``torch.relu`` / ``torch.relu_`` and ``Tensor.relu`` / ``Tensor.relu_``, however the
+    model's code refers to them (even a name bound at import time), because the
+    interception happens in torch's own dispatch, not by patching attributes.
+    """
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _RELU_OUT:
+            inplace = bool(kwargs.get("inplace", args[1] if len(args) > 1 else False)) if func is F.relu else False
+            return (_GuidedReLUInplace if inplace else _GuidedReLU).apply(args[0])
+        if func in _RELU_INPLACE:
+            return _GuidedReLUInplace.apply(args[0])
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def guided_relus() -> Iterator[None]:
+    """Inside this context every ReLU of any model backpropagates by the guided rule."""
+    with GuidedReLUMode():
+        yield
+
+
+def guided_backprop(model: nn.Module, images: Tensor, target: Target, internal_batch_size: int = 64) -> Tensor:
+    """Guided backpropagation (Springenberg et al. 2015; main paper eq. 13-15) of the target logit.
+
+    Works for ReLU modules, a reused module, in-place and functional ReLUs (see
+    :class:`GuidedReLUMode`). Other non-linearities (GELU, ReLU6...) backpropagate as usual.
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    out = []
+    for s in _chunks(len(x), b):
+        with guided_relus():
+            out.append(_input_grad(model, x[s], t[s], "logit"))
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- integrated gradients
+
+
+def ig_quadrature(steps: int, method: str = "gausslegendre") -> tuple[list[float], list[float]]:
+    """Nodes ``alphas`` in [0, 1] and weights for int_0^1 g(a) da ~ sum_k w_k g(a_k).
+
+    * ``riemann_left`` / ``riemann_right`` / ``riemann_middle``: n equal cells of width 1/n,
+      evaluated at their left ends, right ends or midpoints.
+    * ``riemann_trapezoid``: the trapezoidal rule on n equally spaced nodes 0..1: weights
+      1/(n-1), halved at both ends (they sum to 1). captum 0.9's "riemann_trapezoid" uses
+      weights 1/n halved at the ends (summing to (n-1)/n), i.e. ours x (n-1)/n.
+    * ``gausslegendre``: n-point Gauss-Legendre rule mapped from [-1, 1] to [0, 1].
+    """
+    steps = _positive(steps, "steps")
+    if method not in IG_METHODS:
+        raise UserError(f"method: unknown integration rule {method!r}; expected one of {', '.join(IG_METHODS)}")
+    n = steps
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return (0.5 * (nodes + 1)).tolist(), (0.5 * weights).tolist()
+    if method == "riemann_trapezoid":
+        if n < 2:
+            raise UserError("steps: the trapezoidal rule needs at least 2 steps")
+        alphas = np.linspace(0.0, 1.0, n)
+        w = np.full(n, 1.0 / (n - 1))
+        w[0] /= 2
+        w[-1] /= 2
+        return alphas.tolist(), w.tolist()
+    offset = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[method]
+    alphas = (np.arange(n) + offset) / n
+    return alphas.tolist(), [1.0 / n] * n
+
+
+def _baseline_like(x: Tensor, baseline: float | Tensor | None) -> Tensor:
+    if baseline is None:
+        return torch.zeros_like(x)
+    if isinstance(baseline, (int, float)):
+        return torch.full_like(x, float(baseline))
+    if not isinstance(baseline, Tensor):
+        raise UserError(f"baseline: expected None, a number or a tensor, got {type(baseline).__name__}")
+    b = baseline.to(device=x.device, dtype=x.dtype)
+    try:
+        return torch.broadcast_to(b, x.shape)
+    except RuntimeError:
+        raise UserError(f"baseline: shape {tuple(b.shape)} does not broadcast to the images' {tuple(x.shape)}") from None
+
+
+def _path_integral(
+    model: nn.Module, x: Tensor, base: Tensor, t: Tensor, steps: int, method: str, b: int, grad_fn: Callable | None = None
+) -> Tensor:
+    """sum_k w_k d f_t(x' + a_k (x - x')) / dx, in chunks of ``b`` path points.
+
+    Path point (k, i) (step k, image i) is row k * N + i of a virtual batch that is never
+    materialised beyond one chunk.
+    """
+    alphas, weights = ig_quadrature(steps, method)
+    n = x.shape[0]
+    diff = x - base
+    total = torch.zeros_like(x)
+    a_all = torch.tensor(alphas, dtype=x.dtype, device=x.device)
+    w_all = torch.tensor(weights, dtype=x.dtype, device=x.device)
+    view = (-1,) + (1,) * (x.dim() - 1)
+    for s in _chunks(steps * n, b):
+        rows = torch.arange(s.start, s.stop, device=x.device)
+        k, i = rows // n, rows % n
+        pts = base[i] + a_all[k].view(view) * diff[i]
+        g = grad_fn(pts, t[i]) if grad_fn is not None else _input_grad(model, pts, t[i], "logit")
+        total.index_add_(0, i, g * w_all[k].view(view))
+    return total
+
+
+def _target_logit(model: nn.Module, x: Tensor, t: Tensor, b: int) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[s]).gather(1, t[s, None])[:, 0] for s in _chunks(len(x), b)])
+
+
+def integrated_gradients(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    baseline: float | Tensor | None = None,
+    steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int = 64,
+    return_delta: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Integrated gradients (Sundararajan et al. 2017, eq. 1; main paper eq. 17).
+
+    IG_i(x) = (x_i - x'_i) * int_0^1 d f_t(x' + a (x - x')) / dx_i da, the integral taken
+    with ``method`` (see :func:`ig_quadrature`) at ``steps`` nodes; baseline x' = 0 (black)
+    by default. With ``return_delta`` also returns the convergence delta per image,
+    sum_i IG_i(x) - (f_t(x) - f_t(x')) (completeness, Sundararajan et al. Prop. 1).
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    base = _baseline_like(x, baseline)
+    avg = _path_integral(model, x, base, t, steps, method, b)
+    attr = (x - base) * avg
+    if not return_delta:
+        return attr
+    delta = attr.flatten(1).sum(1) - (_target_logit(model, x, t, b) - _target_logit(model, base, t, b))
+    return attr, delta
+
+
+def ig_path_average(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    baseline: float | Tensor | None = None,
+    steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int = 64,
+) -> Tensor:
+    """The main paper authors' "integrated gradients": the path-averaged gradient
+    int_0^1 d f_t(x' + a (x - x')) / dx da alone, *not* multiplied by (x - x').
+
+    Not an attribution in Sundararajan et al.'s sense (no completeness); offered to
+    reproduce the paper's figures.
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    return _path_integral(model, x, _baseline_like(x, baseline), t, steps, method, b)
+
+
+# ----------------------------------------------------------------------------- Grad-CAM
+
+
+def grad_cam(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    layer: str | None = None,
+    internal_batch_size: int = 64,
+    relu: bool = True,
+    upsample: bool = True,
+) -> Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, eq. 1-2) at ``layer`` (default: the last conv).
+
+    L = ReLU(sum_k alpha_k A^k) with alpha_k = mean_{ij} d f_t / dA^k_ij. The map is
+    upsampled bilinearly (align_corners=False) to the input's H x W and repeated over the
+    input's C channels, so the result has the input's shape. ``upsample=False`` returns
+    the raw (N, 1, h, w) map at the layer's resolution.
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    name = layer if layer is not None else last_conv_name(model)
+    module = find_layer(model, name)
+    maps = []
+    for s in _chunks(len(x), b):
+        with capture(module) as acts, torch.enable_grad():
+            out = model(x[s].detach())
+            if len(acts) != 1:
+                raise UserError(f"gradcam: layer {name!r} ran {len(acts)} times in one forward pass; pick a layer used once")
+            a = acts[0]
+            if a.dim() != 4:
+                raise UserError(f"gradcam: layer {name!r} outputs shape {tuple(a.shape)}; expected (N, K, h, w)")
+            (g,) = torch.autograd.grad(out.gather(1, t[s, None]).sum(), a)
+        cam = (g.mean(dim=(2, 3), keepdim=True) * a.detach()).sum(1, keepdim=True)
+        maps.append(cam.clamp(min=0) if relu else cam)
+    cam = torch.cat(maps)
+    if not upsample:
+        return cam
+    cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)
+    return cam.expand(-1, x.shape[1], -1, -1).contiguous()
+
+
+# ----------------------------------------------------------------------------- SmoothGrad
+
+
+def smoothgrad(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    base: str = "vanilla",
+    n_samples: int = 50,
+    noise_level: float = 0.2,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    squared: bool = False,
+    internal_batch_size: int = 64,
+    **base_opts: Any,
+) -> Tensor:
+    """SmoothGrad (Smilkov et al. 2017, eq. 3; main paper eq. 16) over any base method.
+
+    M(x) = 1/n sum_s base(x + e_s), e_s ~ N(0, sigma^2 I), sigma = ``noise_level`` x
+    (max(x) - min(x)) per image, as in the authors' code (``stdev_spread`` 0.2 and
+    50 samples by default). ``squared=True`` averages base(.)^2 (SmoothGrad-Squared).
+
+    Noise is reproducible: pass ``noise`` (n_samples, N, C, H, W) of standard normal
+    draws (scaled by sigma here), or a ``generator``; sample s is drawn as one
+    ``torch.randn`` of the images' shape, s = 0, 1, ..., whatever ``internal_batch_size``.
+    The n x N noisy copies go through the base method in chunks of ``internal_batch_size``.
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    n_samples = _positive(n_samples, "n_samples")
+    b = _positive(internal_batch_size, "internal_batch_size")
+    if base not in METHODS or base == "smoothgrad":
+        raise UserError(f"base: expected one of {', '.join(m for m in METHODS if m != 'smoothgrad')}, got {base!r}")
+    if not (isinstance(noise_level, (int, float)) and noise_level >= 0):
+        raise UserError(f"noise_level: expected a number >= 0, got {noise_level!r}")
+    if noise is not None and tuple(noise.shape) != (n_samples, *x.shape):
+        raise UserError(f"noise: expected shape {(n_samples, *x.shape)}, got {tuple(noise.shape)}")
+    n = x.shape[0]
+    flat = x.flatten(1)
+    sigma = (noise_level * (flat.max(1).values - flat.min(1).values)).view(-1, *([1] * (x.dim() - 1)))
+    fn = _DISPATCH[base]
+    total = torch.zeros_like(x)
+    cache: dict[int, Tensor] = {}
+
+    def sample(s: int) -> Tensor:
+        if s not in cache:
+            cache.clear()
+            e = noise[s].to(x) if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            cache[s] = e
+        return cache[s]
+
+    for ch in _chunks(n_samples * n, b):
+        rows = range(ch.start, ch.stop)
+        idx = torch.tensor([r % n for r in rows], device=x.device)
+        parts, start = [], ch.start
+        while start < ch.stop:  # consecutive rows of one noise sample at a time
+            s, i0 = divmod(start, n)
+            i1 = min(n, i0 + ch.stop - start)
+            parts.append(x[i0:i1] + sigma[i0:i1] * sample(s)[i0:i1])
+            start += i1 - i0
+        noisy = torch.cat(parts)
+        m = fn(model, noisy, t[idx], internal_batch_size=b, **base_opts)
+        if isinstance(m, tuple):
+            m = m[0]
+        total.index_add_(0, idx, m * m if squared else m)
+    return total / n_samples
+
+
+_DISPATCH: dict[str, Callable[..., Any]] = {
+    "vanilla": vanilla_gradient,
+    "loss": loss_gradient,
+    "guided": guided_backprop,
+    "smoothgrad": smoothgrad,
+    "ig": integrated_gradients,
+    "ig_path_average": ig_path_average,
+    "gradcam": grad_cam,
+}
+
+
+def saliency(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    method: str = "vanilla",
+    internal_batch_size: int = 64,
+    **opts: Any,
+) -> Tensor:
+    """Saliency maps of ``method`` (one of :data:`METHODS`), shape of ``images``.
+
+    ``opts`` go to the method's function (:func:`integrated_gradients`: baseline, steps,
+    method; :func:`smoothgrad`: base, n_samples, noise_level, noise, generator, squared;
+    :func:`grad_cam`: layer). ``return_delta`` is not accepted here (use
+    :func:`integrated_gradients`), so the result is always one tensor.
+    """
+    if method not in _DISPATCH:
+        close = difflib.get_close_matches(str(method), METHODS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"method: unknown saliency method {method!r}{hint}; expected one of {', '.join(METHODS)}")
+    if opts.get("return_delta"):
+        raise UserError("return_delta: call integrated_gradients(...) directly to get the convergence delta")
+    opts.pop("return_delta", None)
+    try:
+        return _DISPATCH[method](model, images, target, internal_batch_size=internal_batch_size, **opts)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            raise UserError(f"{method}: {e}") from None
+        raise
+
+
+__all__ = [
+    "IG_METHODS",
+    "METHODS",
+    "GuidedReLUMode",
+    "capture",
+    "check_images",
+    "check_target",
+    "find_layer",
+    "grad_cam",
+    "guided_backprop",
+    "guided_relus",
+    "ig_path_average",
+    "ig_quadrature",
+    "integrated_gradients",
+    "last_conv_name",
+    "loss_gradient",
+    "saliency",
+    "smoothgrad",
+    "vanilla_gradient",
+]
