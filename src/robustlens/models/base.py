@@ -6,7 +6,11 @@
 * ``penultimate(x)`` returns the features (N, F) that feed the final linear layer
   (late fusion, representation inversion, neuron analysis use it).
 * ``head`` is that final ``nn.Linear``; ``first_conv`` the first convolution (filter grids);
-  ``num_features`` is F; ``arch`` the registry name.
+  ``num_features`` is F; ``arch`` the registry name; ``config`` the keyword arguments
+  :func:`robustlens.models.create` built it with (checkpoints rebuild the model from them).
+* Subclasses implement ``forward_features(x)`` (normalised input -> (N, F)). ``features(x)``
+  is kept as an alias on every model except AlexNet, where ``features`` is the convolutional
+  ``nn.Sequential`` (torchvision's layout); use ``penultimate`` in generic code.
 
 Normalisation statistics are non-persistent buffers: they are kept out of the state dict,
 so state-dict keys match torchvision's, and live in the checkpoint's JSON sidecar instead.
@@ -14,10 +18,13 @@ so state-dict keys match torchvision's, and live in the checkpoint's JSON sideca
 
 from __future__ import annotations
 
+import abc
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from robustlens.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,15 +32,25 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 
 
+def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Validate per-channel statistics as plain floats (works under a ``meta`` device context)."""
+    mean = [float(v) for v in torch.as_tensor(mean, device="cpu").flatten().tolist()]
+    std = [float(v) for v in torch.as_tensor(std, device="cpu").flatten().tolist()]
+    if len(mean) != len(std) or not mean:
+        raise UserError(f"normalisation: mean and std need the same non-zero length, got {mean} and {std}")
+    if any(not (v > 0) for v in std):
+        raise UserError(f"normalisation: std must be positive, got {std}")
+    return mean, std
+
+
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel; the first layer of every robustlens model."""
 
     def __init__(self, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)) -> None:
         super().__init__()
+        mean, std = _check_stats(mean, std)
         mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        if bool((std_t <= 0).any()):
-            raise ValueError(f"Normalize: std must be positive, got {list(std)}")
         self.register_buffer("mean", mean_t, persistent=False)
         self.register_buffer("std", std_t, persistent=False)
 
@@ -42,6 +59,9 @@ class Normalize(nn.Module):
 
     def set(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Replace the statistics in place (e.g. from a checkpoint sidecar)."""
+        mean, std = _check_stats(mean, std)
+        if len(mean) != self.mean.numel():
+            raise UserError(f"normalisation: expected {self.mean.numel()} channels, got mean/std of length {len(mean)}")
         self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype).view(1, -1, 1, 1))
         self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype).view(1, -1, 1, 1))
 
@@ -52,7 +72,7 @@ class Normalize(nn.Module):
         return f"mean={[round(v, 4) for v in self.mean.flatten().tolist()]}, std={[round(v, 4) for v in self.std.flatten().tolist()]}"
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(nn.Module, abc.ABC):
     """Base class: subclasses define ``features`` (normalised input -> (N, F)) and ``head``."""
 
     arch: str = ""
@@ -61,14 +81,20 @@ class ImageClassifier(nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
+        self.config: dict = {}
 
-    def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Penultimate features from an already normalised input."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Penultimate features (N, F) from an already normalised input."""
+
+    def features(self, x: Tensor) -> Tensor:
+        """Alias of :meth:`forward_features` (AlexNet replaces it with its conv stack)."""
+        return self.forward_features(x)
 
     @property
-    def head(self) -> nn.Linear:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def head(self) -> nn.Linear:
+        """The final linear layer (features -> logits)."""
 
     @property
     def first_conv(self) -> nn.Conv2d:
@@ -83,7 +109,7 @@ class ImageClassifier(nn.Module):
 
     def penultimate(self, x: Tensor) -> Tensor:
         """Features (N, F) feeding the final linear layer, from images in [0, 1]."""
-        return self.features(self.normalize(x))
+        return self.forward_features(self.normalize(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.penultimate(x))

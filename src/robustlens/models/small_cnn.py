@@ -44,7 +44,7 @@ class SmallCNN(ImageClassifier):
         self.fc = nn.Linear(4 * w, num_classes)
         self.num_features = 4 * w
 
-    def features(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
         return self.pool(self.body(x)).flatten(1)
 
     @property

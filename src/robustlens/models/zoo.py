@@ -1,14 +1,17 @@
 """Model registry: ``create(name, num_classes, ...)`` builds any robustlens model.
 
-Families register themselves with :func:`register`; ``available()`` lists them. Default
-normalisation statistics belong to each entry (ImageNet statistics for ImageNet stems,
-CIFAR-10 statistics for CIFAR models) and can be overridden with ``mean`` / ``std``.
+Every family registers a factory here with a one-line description; ``available()`` lists
+them. Default normalisation statistics belong to each entry (ImageNet statistics for
+ImageNet stems, CIFAR-10 statistics for CIFAR models) and can be overridden with ``mean`` /
+``std``. ``create`` records the arguments it was given in ``model.config`` so that a
+checkpoint can rebuild the same model (:mod:`robustlens.models.checkpoint`).
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+import re
+from typing import Any, Callable
 
 from robustlens.errors import UserError
 from robustlens.models.base import ImageClassifier
@@ -30,45 +33,107 @@ def register(name: str, info: str = "") -> Callable:
 
 def available() -> dict[str, str]:
     """Registered architecture names with a one-line description."""
-    _load_families()
     return dict(sorted(_INFO.items()))
 
 
-def create(name: str, num_classes: int = 10, **kwargs) -> ImageClassifier:
-    """Build architecture ``name`` for ``num_classes`` classes (extra kwargs go to the family)."""
-    _load_families()
+def _plain(value: Any) -> Any:
+    """Tuples -> lists (recursively), so ``model.config`` is JSON-ready and compares equal after a round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def create(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassifier:
+    """Build architecture ``name`` for ``num_classes`` classes (extra kwargs go to the family).
+
+    The returned model has ``model.arch == name`` and ``model.config == {"num_classes": ...,
+    **kwargs}`` (the exact recipe :func:`robustlens.models.checkpoint.load_checkpoint` uses).
+    """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"--arch: unknown architecture {name!r}{hint}; available: {', '.join(sorted(_REGISTRY))}")
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes: expected a positive integer, got {num_classes!r}")
-    model = _REGISTRY[name](num_classes=num_classes, **kwargs)
+    try:
+        model = _REGISTRY[name](num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if m is None:
+            raise
+        raise UserError(f"{name}: unknown model option {m.group(1)!r}") from None
     model.arch = name
+    model.config = {"num_classes": num_classes, **_plain(kwargs)}
     return model
 
 
-_loaded = False
-
-
-def _load_families() -> None:
-    """Import every family module once so that their ``@register`` calls run."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import importlib
-
-    for mod in ("small_cnn", "preact_resnet", "resnet", "alexnet", "wide_resnet"):
-        try:
-            importlib.import_module(f"robustlens.models.{mod}")
-        except ModuleNotFoundError as e:  # a family not written yet must not break the others
-            if e.name != f"robustlens.models.{mod}":
-                raise
+# --- the zoo -------------------------------------------------------------------------------
 
 
 @register("small_cnn", "4-layer CNN (conv-BN-ReLU x4, GAP, linear) for CPU work; any input size")
-def _small_cnn(num_classes: int = 10, **kw) -> ImageClassifier:
+def _small_cnn(num_classes: int = 10, **kw: Any) -> ImageClassifier:
     from robustlens.models.small_cnn import SmallCNN
 
     return SmallCNN(num_classes=num_classes, **kw)
+
+
+@register("preact_resnet18", "PreActResNet-18, 3x3 stem for 32x32 (Wong et al. 2020 fast_adversarial); CIFAR-10 norm")
+def _preact_resnet18(num_classes: int = 10, **kw: Any) -> ImageClassifier:
+    from robustlens.models.preact_resnet import PreActResNet
+
+    return PreActResNet(num_classes=num_classes, num_blocks=(2, 2, 2, 2), **kw)
+
+
+@register("resnet18", "ResNet-18, ImageNet stem, torchvision keys (weights load); ImageNet norm")
+def _resnet18(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
+    from robustlens.models.resnet import resnet18
+
+    return resnet18(num_classes=num_classes, **kw)
+
+
+@register("resnet50", "ResNet-50 (v1.5 bottleneck), ImageNet stem, torchvision keys; ImageNet norm")
+def _resnet50(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
+    from robustlens.models.resnet import resnet50
+
+    return resnet50(num_classes=num_classes, **kw)
+
+
+@register("resnet101", "ResNet-101 (v1.5 bottleneck), ImageNet stem, torchvision keys; ImageNet norm")
+def _resnet101(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
+    from robustlens.models.resnet import resnet101
+
+    return resnet101(num_classes=num_classes, **kw)
+
+
+@register("alexnet", "AlexNet (one-weird-trick variant), exactly torchvision's keys; ImageNet norm")
+def _alexnet(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
+    from robustlens.models.alexnet import AlexNet
+
+    return AlexNet(num_classes=num_classes, batch_norm=False, **kw)
+
+
+@register("alexnet_bn", "AlexNet + BN after each conv (Itazuri et al.); torchvision keys + features.bnN.*")
+def _alexnet_bn(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
+    from robustlens.models.alexnet import AlexNet
+
+    return AlexNet(num_classes=num_classes, batch_norm=True, **kw)
+
+
+@register("wrn28_10", "WideResNet-28-10 (depth/widen_factor options), RobustBench/TRADES keys; CIFAR-10 norm")
+def _wrn28_10(num_classes: int = 10, **kw: Any) -> ImageClassifier:
+    from robustlens.models.wide_resnet import WideResNet
+
+    kw.setdefault("depth", 28)
+    kw.setdefault("widen_factor", 10)
+    return WideResNet(num_classes=num_classes, **kw)
+
+
+@register("wrn16_4", "WideResNet-16-4 (small WRN for tests and CPU runs), RobustBench keys; CIFAR-10 norm")
+def _wrn16_4(num_classes: int = 10, **kw: Any) -> ImageClassifier:
+    from robustlens.models.wide_resnet import WideResNet
+
+    kw.setdefault("depth", 16)
+    kw.setdefault("widen_factor", 4)
+    return WideResNet(num_classes=num_classes, **kw)
