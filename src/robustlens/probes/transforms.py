@@ -339,7 +339,7 @@ def amplitude_phase_swap(content: Tensor, style: Tensor) -> Tensor:
 
 
 def check_style_pool(pool: Tensor | None, x: Tensor) -> Tensor:
-    """A style pool must be a non-empty (P, C, H, W) float tensor with the images' C, H, W."""
+    """A style pool must be non-empty (P, C, H, W) images (float [0, 1] or uint8) with the images' C, H, W."""
     if pool is None or not isinstance(pool, Tensor) or pool.dim() != 4 or pool.shape[0] == 0:
         got = "none" if pool is None else (tuple(pool.shape) if isinstance(pool, Tensor) else type(pool).__name__)
         raise UserError(f"stylize: the style pool is empty or not (P, C, H, W) images (got {got})")
@@ -348,8 +348,6 @@ def check_style_pool(pool: Tensor | None, x: Tensor) -> Tensor:
             f"stylize: style pool images are {tuple(pool.shape[1:])} (C, H, W) but the images are {tuple(x.shape[1:])}; "
             "resize the pool to the data's size"
         )
-    if not pool.is_floating_point():
-        pool = pool.float().div(255.0)
     return pool
 
 
@@ -393,7 +391,8 @@ def stylize(
     pool = check_style_pool(style_pool, x)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     idx = draw_styles(x.shape[0], pool.shape[0], g, labels, pool_labels)
-    style = pool[idx].to(x.device, x.dtype)
+    style = pool[idx]
+    style = style.to(x.device, x.dtype) if style.is_floating_point() else style.to(x.device).to(x.dtype).div_(255.0)
     if method == "fourier":
         return amplitude_phase_swap(x, style).clamp_(0, 1)
     if method == "adain":
