@@ -1,0 +1,308 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks", Algorithm 1).
+
+APGD is PGD with momentum and a step size that adapts itself at checkpoints:
+
+* step 0: ``x1 = P(x0 + eta * direction(grad f(x0)))``, ``eta = 2 * eps``;
+* step k: ``z = P(x_k + eta * direction(grad f(x_k)))``,
+  ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))``, ``alpha = 0.75``;
+* checkpoints ``w_j = ceil(p_j * N_iter)`` with ``p_0 = 0``, ``p_1 = 0.22``,
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (:func:`checkpoints`);
+* at ``w_j`` the step size is halved and the iterate restarted from the best point so far
+  if (condition 1) the loss increased in fewer than ``rho = 0.75`` of the steps since
+  ``w_{j-1}``, or (condition 2) the step size was not halved at ``w_{j-1}`` and the best loss
+  has not improved since (eq. 8 of the paper; the authors' code uses ``<=`` in condition 1,
+  the paper ``<``: we follow the paper).
+
+``apgd_ce``: cross-entropy loss. ``apgd_t``: targeted DLR loss (eq. 7) towards each of the
+``n_target_classes = 9`` highest-scoring wrong classes in turn (ranked on the clean image),
+on the points still robust. ``loss="dlr"`` with :func:`apgd` gives APGD-DLR.
+Defaults: ``steps=100``, ``restarts=1``, random start (the authors' start: a uniform
+draw rescaled onto the sphere of radius eps), as in the standard AutoAttack.
+
+Success is misclassification for every loss (AutoAttack counts robust accuracy). Unlike the
+authors' code an example stops being attacked once misclassified (it cannot become robust
+again), which saves time and changes no robust accuracy; the returned image is its first
+misclassified iterate, else the iterate of highest loss.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from robustlens.attacks._common import check_inputs, fooled, input_grad, seeded
+from robustlens.attacks.losses import ce, dlr, dlr_targeted, margin
+from robustlens.errors import UserError
+from robustlens.threat import L2, Linf, ThreatModel
+
+RHO = 0.75
+MOMENTUM = 0.75
+
+
+def checkpoint_fractions() -> list[Fraction]:
+    """``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` while <= 1 (exact)."""
+    p = [Fraction(0), Fraction(22, 100)]
+    while True:
+        nxt = p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100))
+        if nxt > 1:
+            return p
+        p.append(nxt)
+
+
+def checkpoints(n_iter: int) -> list[int]:
+    """Checkpoint iterations ``w_j = ceil(p_j * n_iter)`` (distinct, >= 1 except w_0 = 0)."""
+    out: list[int] = []
+    for p in checkpoint_fractions():
+        w = math.ceil(p * n_iter)
+        if not out or w > out[-1]:
+            out.append(w)
+    return out
+
+
+def _random_start(x: Tensor, threat: ThreatModel, gen: torch.Generator | None) -> Tensor:
+    """The authors' start: Linf ``eps * t / max|t|``, t ~ U[-1, 1]; L2 ``eps * g / ||g||``."""
+    if isinstance(threat, Linf):
+        t = 2 * torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) - 1
+        t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        return (x + threat.eps * t).clamp(0.0, 1.0)
+    if isinstance(threat, L2):
+        t = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        t = t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        return (x + threat.eps * t).clamp(0.0, 1.0)
+    return threat.random_init(x, gen)
+
+
+def _view(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def apgd_single(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    start: Tensor,
+    threat: ThreatModel,
+    steps: int,
+    loss_fn: Callable[[Tensor, Tensor, Tensor | None], Tensor],
+    target: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One APGD run from ``start``; returns (adversarial images, fooled flags).
+
+    ``loss_fn(logits, y, target)`` is maximised; success = misclassification of ``y``.
+    """
+    n = x.shape[0]
+    dev = x.device
+    out = start.clone()
+    ok = torch.zeros(n, dtype=torch.bool, device=dev)
+    if n == 0:
+        return out, ok
+    ck = checkpoints(steps)
+    ck_set = set(ck[1:])
+    act = torch.arange(n, device=dev)
+
+    def f(z: Tensor, yy: Tensor, tt: Tensor | None) -> Tensor:
+        return loss_fn(z, yy, tt)
+
+    xs, ys, ts = x, y, target
+    x_cur = start.clone()
+    grad, logits, loss = input_grad(model, x_cur, ys, lambda z, yy: f(z, yy, ts))
+    hit = fooled(logits, ys)
+    x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss.clone()
+    eta = torch.full((n,), 2.0 * threat.eps, device=dev, dtype=x.dtype)
+    x_prev = x_cur.clone()
+    loss_prev = loss.clone()
+    n_incr = torch.zeros(n, device=dev)
+    last_loss_best = loss_best.clone()
+    reduced_last = torch.ones(n, dtype=torch.bool, device=dev)
+    last_ck = 0
+
+    for k in range(steps + 1):
+        if bool(hit.any()):  # record the fooled, drop them from every state tensor
+            out[act[hit]] = x_cur[hit]
+            ok[act[hit]] = True
+            keep = ~hit
+            act = act[keep]
+            if act.numel() == 0:
+                break
+            xs, ys, x_cur, x_prev, grad = xs[keep], ys[keep], x_cur[keep], x_prev[keep], grad[keep]
+            ts = None if ts is None else ts[keep]
+            x_best, grad_best, loss_best, eta = x_best[keep], grad_best[keep], loss_best[keep], eta[keep]
+            loss_prev, n_incr, last_loss_best, reduced_last = loss_prev[keep], n_incr[keep], last_loss_best[keep], reduced_last[keep]
+        if k == steps:
+            break
+        a = 1.0 if k == 0 else MOMENTUM
+        z = threat.project(threat.ascent_step(x_cur, grad, eta), xs)
+        x_new = threat.project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), xs)
+        x_prev, x_cur = x_cur, x_new
+        grad, logits, loss = input_grad(model, x_cur, ys, lambda zz, yy: f(zz, yy, ts))
+        hit = fooled(logits, ys)
+        n_incr += (loss > loss_prev).to(n_incr.dtype)
+        loss_prev = loss
+        better = loss > loss_best
+        if bool(better.any()):
+            x_best[better], grad_best[better], loss_best[better] = x_cur[better], grad[better], loss[better]
+        if k + 1 in ck_set:
+            cond1 = n_incr < RHO * (k + 1 - last_ck)
+            cond2 = ~reduced_last & (loss_best <= last_loss_best)
+            reduce = cond1 | cond2
+            if bool(reduce.any()):
+                eta = torch.where(reduce, eta / 2, eta)
+                x_cur[reduce] = x_best[reduce]
+                grad[reduce] = grad_best[reduce]
+            reduced_last = reduce
+            last_loss_best = loss_best.clone()
+            n_incr.zero_()
+            last_ck = k + 1
+    if act.numel():
+        out[act] = x_best
+    return out, ok
+
+
+def _loss(name: str) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
+    key = str(name).lower()
+    table = {"ce": ce, "dlr": dlr, "cw": margin, "margin": margin}
+    if key not in table:
+        raise UserError(f"loss: unknown APGD loss {name!r}; expected ce, dlr or cw")
+    fn = table[key]
+    return lambda z, y, t: fn(z, y)
+
+
+def _check(steps: int, restarts: int) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise UserError(f"--steps: expected an integer >= 1, got {steps!r}")
+    if not isinstance(restarts, int) or restarts < 1:
+        raise UserError(f"--restarts: expected an integer >= 1, got {restarts!r}")
+
+
+def apgd_run(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str = "ce",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    index: Tensor | None = None,
+) -> Tensor:
+    """Untargeted APGD on rows ``index`` of (x, y) (inputs validated); restarts on the still robust."""
+    x = x.detach()
+    gen = seeded(generator, x.device)
+    loss_fn = _loss(loss)
+    xs = x if index is None else x[index]
+    ys = y if index is None else y[index]
+    best = xs.clone()
+    robust = torch.ones(xs.shape[0], dtype=torch.bool, device=x.device)
+    for r in range(restarts):
+        starts = _random_start(x, threat, gen) if random_start else x
+        starts = starts if index is None else starts[index]
+        todo = robust.nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        adv, ok = apgd_single(model, xs[todo], ys[todo], starts[todo], threat, steps, loss_fn)
+        upd = todo[ok] if r else todo
+        best[upd] = adv[ok] if r else adv
+        robust[todo[ok]] = False
+    return best
+
+
+def apgd_t_run(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    steps: int = 100,
+    n_target_classes: int = 9,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    index: Tensor | None = None,
+) -> Tensor:
+    """APGD-T on rows ``index`` of (x, y) (inputs validated)."""
+    x = x.detach()
+    gen = seeded(generator, x.device)
+    xs = x if index is None else x[index]
+    ys = y if index is None else y[index]
+    with torch.no_grad():
+        logits = model(xs)
+    n_cls = logits.shape[1]
+    if n_cls < 4:
+        raise UserError(f"APGD-T needs a model with at least 4 classes, this one has {n_cls}")
+    n_t = min(int(n_target_classes), n_cls - 1)
+    if n_t < 1:
+        raise UserError(f"n_target_classes: expected >= 1, got {n_target_classes}")
+    ranked = logits.scatter(1, ys[:, None], float("-inf")).argsort(1, descending=True)[:, :n_t]
+    best = xs.clone()
+    robust = torch.ones(xs.shape[0], dtype=torch.bool, device=x.device)
+    first = True
+    for j in range(n_t):
+        for _ in range(restarts):
+            starts = _random_start(x, threat, gen) if random_start else x
+            starts = starts if index is None else starts[index]
+            todo = robust.nonzero().squeeze(1)
+            if todo.numel() == 0:
+                return best
+            adv, ok = apgd_single(model, xs[todo], ys[todo], starts[todo], threat, steps, dlr_targeted, ranked[todo, j])
+            if first:
+                best[todo] = adv
+                first = False
+            else:
+                best[todo[ok]] = adv[ok]
+            robust[todo[ok]] = False
+    return best
+
+
+def apgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str = "ce",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Untargeted APGD with loss ``ce`` (APGD-CE), ``dlr`` (APGD-DLR) or ``cw``."""
+    check_inputs(model, x, y, threat)
+    _check(steps, restarts)
+    return apgd_run(model, x, y, threat, steps, restarts, loss, random_start, generator)
+
+
+def apgd_ce(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    steps: int = 100,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """APGD-CE (Croce & Hein 2020): 100 iterations, 1 run, by default."""
+    return apgd(model, x, y, threat, steps, restarts, "ce", random_start, generator)
+
+
+def apgd_t(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    steps: int = 100,
+    n_target_classes: int = 9,
+    restarts: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """APGD-T (Croce & Hein 2020): targeted DLR towards each of the top-9 wrong classes."""
+    n_cls = check_inputs(model, x, y, threat)
+    _check(steps, restarts)
+    if n_cls < 4:
+        raise UserError(f"APGD-T needs a model with at least 4 classes, this one has {n_cls}")
+    return apgd_t_run(model, x, y, threat, steps, n_target_classes, restarts, random_start, generator)
