@@ -36,6 +36,16 @@ def available() -> dict[str, str]:
     return dict(sorted(_INFO.items()))
 
 
+def default_num_classes(name: str) -> int:
+    """The family's canonical number of classes (1000 for ImageNet stems, 10 for CIFAR models)."""
+    import inspect
+
+    if name not in _REGISTRY:
+        raise UserError(f"--arch: unknown architecture {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    default = inspect.signature(_REGISTRY[name]).parameters["num_classes"].default
+    return int(default) if isinstance(default, int) else 10
+
+
 def _plain(value: Any) -> Any:
     """Tuples -> lists (recursively), so ``model.config`` is JSON-ready and compares equal after a round trip."""
     if isinstance(value, (list, tuple)):
