@@ -1,1 +1,141 @@
-"""robustlens.study"""
+"""robustlens.study: one command that runs the whole STD vs ADV comparison.
+
+    from robustlens.study import load_spec, run_study
+    summary = run_study(load_spec("examples/trifeature.toml"))   # or load_spec(None): the default
+    summary["report"]   # runs/<name>/report.html
+
+Pieces: :mod:`.spec` (TOML spec, defaults, validation), :mod:`.runner` (cached, resumable
+stage DAG), :mod:`.stages` (the stages), :mod:`.claims` (the seeds' claims, checked),
+:mod:`.report` (self-contained HTML). The results.json schema: ``docs/results-schema.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TextIO
+
+from robustlens.study.spec import Spec, default_spec, load_spec, parse_spec
+
+SCHEMA = "robustlens.study/1"
+
+__all__ = ["SCHEMA", "Spec", "default_spec", "load_spec", "parse_spec", "run_study", "assemble_results"]
+
+
+def _versions() -> dict[str, str]:
+    """Package versions without importing torch (so a fully cached rerun stays fast)."""
+    import robustlens
+
+    out = {"robustlens": robustlens.__version__, "python": platform.python_version()}
+    for pkg in ("torch", "numpy", "matplotlib", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def assemble_results(spec: Spec, runner, outputs: dict) -> dict:
+    """results.json content: config, versions, stage hashes, every stage's numbers, claims.
+
+    Deliberately free of wall-clock values (they go to timings.json), so an uninterrupted run,
+    a cached rerun and a killed-then-resumed run write byte-identical files.
+    """
+    from robustlens.study.claims import evaluate_claims
+
+    results = {name: out.result for name, out in outputs.items()}
+    return {
+        "schema": SCHEMA,
+        "name": spec.name,
+        "config": spec.to_dict(),
+        "versions": _versions(),
+        "stages": {
+            name: {"hash": out.hash, "status": "measured" if out.measured else "not_measured"}
+            for name, out in outputs.items()
+        },
+        "results": results,
+        "claims": evaluate_claims(results),
+    }
+
+
+def _check_checkpoints_against(spec: Spec, data_out) -> None:
+    """Fail before any training if a checkpoint's classes do not match the data."""
+    from robustlens.errors import UserError
+    from robustlens.study.stages import check_checkpoint_classes
+
+    classes = data_out.result.get("classes") or []
+    for name, m in spec.models.items():
+        if not m.checkpoint:
+            continue
+        side = Path(m.checkpoint).with_suffix(".json")
+        if not side.exists():
+            raise UserError(f"models.{name}.checkpoint: {m.checkpoint} has no JSON sidecar ({side.name}) naming its classes")
+        try:
+            meta = json.loads(side.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"models.{name}.checkpoint: sidecar {side} is not valid JSON ({e.msg})") from None
+        check_checkpoint_classes(m.checkpoint, meta, list(classes), f"{spec.source_path or 'spec'}: models.{name}.checkpoint")
+
+
+def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
+    """Run (or resume, or reuse) every stage of ``spec``; write results.json, timings.json,
+    report.html and the checkpoints under ``runs/<name>/``. Returns a summary dict."""
+    from robustlens.io import write_bytes_atomic, write_json_atomic
+    from robustlens.study.report import render_report
+    from robustlens.study.runner import Runner, check_run_dir
+    from robustlens.study.stages import build_stages
+
+    stream = stream if stream is not None else sys.stdout
+    t0 = time.perf_counter()
+    run_dir = spec.run_dir
+    check_run_dir(run_dir)
+    stages = build_stages(spec)
+    runner = Runner(stages, run_dir, shared={"spec": spec}, stream=stream)
+    print(f"robustlens study {spec.name}: {len(stages)} stages -> {run_dir}/", file=stream, flush=True)
+
+    def after(out) -> None:
+        if out.name == "data" and out.measured:
+            _check_checkpoints_against(spec, out)
+
+    outputs = runner.run(after=after)
+    results = assemble_results(spec, runner, outputs)
+    write_json_atomic(run_dir / "results.json", results)
+    # Checkpoints next to the report (copies of the train stages' files).
+    ck_dir = run_dir / "checkpoints"
+    for name in spec.models:
+        out = outputs.get(f"train_{name}")
+        if out is None or not out.measured or out.result.get("source") != "trained":
+            continue
+        for suffix in (".safetensors", ".json"):
+            src = out.path("model" + suffix)
+            dst = ck_dir / f"{name}{suffix}"
+            if src.exists() and (not dst.exists() or dst.stat().st_size != src.stat().st_size or dst.stat().st_mtime < src.stat().st_mtime):
+                ck_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+    html = render_report(results, outputs)
+    write_bytes_atomic(run_dir / "report.html", html.encode())
+    total = time.perf_counter() - t0
+    timings = {
+        "total_seconds": round(total, 3),
+        "stages": {n: {"status": o.status, "seconds": round(o.seconds, 3)} for n, o in outputs.items()},
+    }
+    write_json_atomic(run_dir / "timings.json", timings)
+    verdicts = [c["verdict"] for c in results["claims"]]
+    measured = sum(o.measured for o in outputs.values())
+    cached = sum(o.status == "cached" for o in outputs.values())
+    print(
+        f"done in {total:.1f} s: {measured}/{len(outputs)} stages measured ({cached} cached); claims: "
+        f"{verdicts.count('holds')} hold, {verdicts.count('does not hold')} do not hold, "
+        f"{verdicts.count('not measured')} not measured",
+        file=stream,
+        flush=True,
+    )
+    print(f"report:  {run_dir / 'report.html'}", file=stream)
+    print(f"results: {run_dir / 'results.json'}", file=stream, flush=True)
+    return {"report": run_dir / "report.html", "results": run_dir / "results.json", "timings": timings,
+            "outputs": outputs, "results_data": results}

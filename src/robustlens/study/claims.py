@@ -1,0 +1,291 @@
+"""The seeds' claims, checked against a study's measured numbers.
+
+Each claim names its paper, states what the paper says, picks the numbers that test it out
+of ``results.json``'s ``results`` block, and applies an explicit rule with a threshold. The
+verdict is one of ``holds`` / ``does not hold`` / ``not measured``: a claim whose numbers
+are missing is "not measured", never guessed, and every verdict is shown with its numbers.
+
+Papers: Itazuri et al. 2019 (main), Chen et al. 2020 (shape reliance, neuron simplicity),
+Aggarwal et al. (perceptually aligned gradients, localisation), Ilyas et al. 2019
+(robust / non-robust features), plus Tsipras et al. 2019 as cited by the main paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
+
+MAIN = "Itazuri et al. 2019"
+CHEN = "Chen et al. 2020"
+AGGARWAL = "Aggarwal et al."
+ILYAS = "Ilyas et al. 2019"
+
+
+class _Missing(Exception):
+    pass
+
+
+def _get(results: dict, *path: Any) -> Any:
+    """``results[path[0]][path[1]]...``; raises ``_Missing`` naming the path if absent."""
+    cur: Any = results
+    for p in path:
+        if isinstance(cur, dict) and p in cur and cur[p] is not None:
+            cur = cur[p]
+        elif isinstance(cur, list) and isinstance(p, int) and -len(cur) <= p < len(cur):
+            cur = cur[p]
+        else:
+            raise _Missing("/".join(str(q) for q in path))
+    if isinstance(cur, dict) and cur.get("status") == "not_measured":
+        raise _Missing("/".join(str(q) for q in path))
+    return cur
+
+
+@dataclass
+class Claim:
+    """A claim and the function that measures it: ``check(results) -> (numbers, verdict_bool)``."""
+
+    id: str
+    paper: str
+    statement: str
+    rule: str
+    check: Callable[[dict], tuple[dict, bool]]
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+# ----------------------------------------------------------------------------- the checks
+
+
+def _clean_drop(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "robustness", "models", "std", "clean_accuracy")
+    a = _get(res, "robustness", "models", "adv", "clean_accuracy")
+    return {"STD clean": _r(s), "ADV clean": _r(a), "STD - ADV": _r(s - a)}, s - a > 0.01
+
+
+def _robust_gain(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "robustness", "models", "std", "robust_accuracy")
+    a = _get(res, "robustness", "models", "adv", "robust_accuracy")
+    return {"STD robust": _r(s), "ADV robust": _r(a), "ADV - STD": _r(a - s)}, a - s > 0.10
+
+
+def _shape_bias(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "bias", "models", "std", "shape_bias")
+    a = _get(res, "bias", "models", "adv", "shape_bias")
+    return {"STD shape bias": _r(s), "ADV shape bias": _r(a), "ADV - STD": _r(a - s)}, a - s >= 0.10
+
+
+def _single_probe(probe: str, margin: float) -> Callable[[dict], tuple[dict, bool]]:
+    def check(res: dict) -> tuple[dict, bool]:
+        s = _get(res, "transforms", "models", "std", probe)
+        a = _get(res, "transforms", "models", "adv", probe)
+        return {f"STD {probe}": _r(s), f"ADV {probe}": _r(a), "ADV - STD": _r(a - s)}, a - s > margin
+
+    return check
+
+
+def _curve(res: dict, model: str, probe: str) -> tuple[list, list]:
+    c = _get(res, "transforms", "models", model, probe)
+    return list(_get(c, "levels")), list(_get(c, "accuracy"))
+
+
+def _median(res: dict) -> tuple[dict, bool]:
+    lv, s = _curve(res, "std", "median")
+    _, a = _curve(res, "adv", "median")
+    if len(lv) < 2:
+        raise _Missing("transforms/median (needs >= 2 levels)")
+    g0, gN = a[0] - s[0], a[-1] - s[-1]
+    nums = {
+        f"STD at {lv[0]}x": _r(s[0]), f"ADV at {lv[0]}x": _r(a[0]),
+        f"STD at {lv[-1]}x": _r(s[-1]), f"ADV at {lv[-1]}x": _r(a[-1]),
+        "gap ADV-STD first": _r(g0), "gap ADV-STD last": _r(gN),
+    }
+    return nums, gN > 0 and gN > g0
+
+
+def _blur_gap_kept(res: dict) -> tuple[dict, bool]:
+    lv, s = _curve(res, "std", "blur")
+    _, a = _curve(res, "adv", "blur")
+    if len(lv) < 2:
+        raise _Missing("transforms/blur (needs >= 2 levels)")
+    g0, gN = s[0] - a[0], s[-1] - a[-1]
+    drop_s, drop_a = s[0] - s[-1], a[0] - a[-1]
+    nums = {
+        f"STD sigma {lv[0]}": _r(s[0]), f"STD sigma {lv[-1]}": _r(s[-1]),
+        f"ADV sigma {lv[0]}": _r(a[0]), f"ADV sigma {lv[-1]}": _r(a[-1]),
+        "gap STD-ADV first": _r(g0), "gap STD-ADV last": _r(gN),
+    }
+    return nums, drop_s > 0.05 and drop_a > 0.05 and abs(gN - g0) <= 0.10
+
+
+def _blur_retention(res: dict) -> tuple[dict, bool]:
+    lv, s = _curve(res, "std", "blur")
+    _, a = _curve(res, "adv", "blur")
+    if len(lv) < 2 or s[0] <= 0 or a[0] <= 0:
+        raise _Missing("transforms/blur (needs >= 2 levels and non-zero clean accuracy)")
+    rs, ra = s[-1] / s[0], a[-1] / a[0]
+    return {f"STD kept at sigma {lv[-1]}": _r(rs), f"ADV kept at sigma {lv[-1]}": _r(ra), "ADV - STD": _r(ra - rs)}, ra - rs > 0.05
+
+
+def _reversal(res: dict) -> tuple[dict, bool]:
+    s0 = _get(res, "transforms", "models", "std", "clean")
+    a0 = _get(res, "transforms", "models", "adv", "clean")
+    s = _get(res, "transforms", "models", "std", "invert")
+    a = _get(res, "transforms", "models", "adv", "invert")
+    ds, da = s0 - s, a0 - a
+    return {"STD drop": _r(ds), "ADV drop": _r(da), "|difference|": _r(abs(ds - da))}, abs(ds - da) <= 0.10
+
+
+def _filters_smaller(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "neurons", "models", "std", "first_layer_norm")
+    a = _get(res, "neurons", "models", "adv", "first_layer_norm")
+    return {"STD mean |w|": _r(s), "ADV mean |w|": _r(a), "ADV / STD": _r(a / s if s else float("nan"))}, a < s
+
+
+def _filters_smoother(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "neurons", "models", "std", "first_layer_hf")
+    a = _get(res, "neurons", "models", "adv", "first_layer_hf")
+    return {"STD high-freq share": _r(s), "ADV high-freq share": _r(a), "ADV - STD": _r(a - s)}, a < s
+
+
+def _simpler_neurons(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "neurons", "models", "std", "concepts_per_channel")
+    a = _get(res, "neurons", "models", "adv", "concepts_per_channel")
+    return {"STD concepts/channel": _r(s), "ADV concepts/channel": _r(a), "ADV - STD": _r(a - s)}, a < s
+
+
+def _saliency_on_object(res: dict) -> tuple[dict, bool]:
+    per = _get(res, "saliency", "object_energy")
+    s = _get(per, "std")
+    a = _get(per, "adv")
+    methods = sorted(set(s) & set(a))
+    if not methods:
+        raise _Missing("saliency/object_energy")
+    nums = {}
+    wins = 0
+    for m in methods:
+        nums[f"{m}: STD"] = _r(s[m])
+        nums[f"{m}: ADV"] = _r(a[m])
+        wins += a[m] - s[m] > 0.02
+    nums["methods where ADV > STD + 0.02"] = f"{wins}/{len(methods)}"
+    return nums, wins * 2 > len(methods)
+
+
+def _localisation(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "localisation", "models", "std", "box_accuracy")
+    a = _get(res, "localisation", "models", "adv", "box_accuracy")
+    return {"STD IoU>=0.5": _r(s), "ADV IoU>=0.5": _r(a), "ADV - STD": _r(a - s)}, a - s > 0.02
+
+
+def _generation(res: dict) -> tuple[dict, bool]:
+    s = _get(res, "generation", "models", "std", "judge_agreement")
+    a = _get(res, "generation", "models", "adv", "judge_agreement")
+    return {"STD judged as target": _r(s), "ADV judged as target": _r(a), "ADV - STD": _r(a - s)}, a - s > 0.10
+
+
+def _sanity_guided(res: dict) -> tuple[dict, bool]:
+    nums, ok = {}, True
+    for model in ("std", "adv"):
+        curve = _get(res, "sanity", "curves", model, "guided", "spearman_abs")
+        nums[f"{model.upper()} rank corr. after full randomisation"] = _r(curve[-1])
+        ok = ok and curve[-1] < 0.5
+    return nums, ok
+
+
+def _fusion(res: dict) -> tuple[dict, bool]:
+    table = _get(res, "transfer", "table")  # {size: {variant: accuracy}}
+    sizes = sorted(table, key=lambda s: int(s))
+    if len(sizes) < 2:
+        raise _Missing("transfer/table (needs >= 2 resolutions)")
+    lo, hi = table[sizes[0]], table[sizes[-1]]
+    for need in ("adv+adv", "std+std", "std+adv"):
+        if need not in lo or need not in hi:
+            raise _Missing(f"transfer/table/{need}")
+    nums = {}
+    for s in (sizes[0], sizes[-1]):
+        for v in ("std+std", "adv+adv", "std+adv"):
+            nums[f"{v} @ {s}px"] = _r(table[s][v])
+    ok = (
+        lo["adv+adv"] >= max(lo.values()) - 1e-9
+        and hi["std+std"] >= max(hi.values()) - 1e-9
+        and all(t["std+adv"] >= max(t.values()) - 0.02 for t in (lo, hi))
+    )
+    return nums, ok
+
+
+def _robust_dataset(res: dict) -> tuple[dict, bool]:
+    r = _get(res, "construct", "datasets", "robust", "robust_accuracy")
+    s = _get(res, "robustness", "models", "std", "robust_accuracy")
+    return {"D_R model robust": _r(r), "STD robust": _r(s)}, r - s > 0.10
+
+
+def _nonrobust_dataset(res: dict) -> tuple[dict, bool]:
+    acc = _get(res, "construct", "datasets", "det", "clean_accuracy")
+    k = len(_get(res, "data", "classes"))
+    return {"D_det model clean (original labels)": _r(acc), "chance": _r(1 / k)}, acc > 2 / k
+
+
+CLAIMS: list[Claim] = [
+    Claim("clean_tradeoff", MAIN, "ADV models lose clean accuracy (the robustness-accuracy trade-off, Table 1).",
+          "holds if STD clean - ADV clean > 0.01", _clean_drop),
+    Claim("robust_gain", MAIN, "ADV training buys robustness: ADV keeps far more accuracy under PGD.",
+          "holds if ADV robust - STD robust > 0.10", _robust_gain),
+    Claim("shape_bias", CHEN, "ADV models rely more on shape than on texture (cue-conflict shape bias).",
+          "holds if ADV shape bias - STD shape bias >= 0.10", _shape_bias),
+    Claim("median", MAIN, "Under repeated median filtering ADV outperforms STD, more so as repeats increase (Fig. 7).",
+          "holds if ADV - STD > 0 at the most repeats and larger than at the fewest", _median),
+    Claim("blur_gap", MAIN, "Under Gaussian blur both models lose accuracy while keeping their difference (Fig. 5).",
+          "holds if both drop by > 0.05 over the sigma grid and the STD-ADV gap changes by <= 0.10", _blur_gap_kept),
+    Claim("blur_retention", MAIN, "ADV keeps a larger share of its accuracy at large blur (it looks at a larger scale).",
+          "holds if ADV acc(max sigma)/acc(0) - STD's ratio > 0.05", _blur_retention),
+    Claim("stylised", MAIN, "ADV is more accurate than STD on stylised images (texture replaced, shape kept; Table 2).",
+          "holds if ADV - STD accuracy on stylised images > 0.02", _single_probe("stylize", 0.02)),
+    Claim("silhouettes", CHEN, "ADV is more accurate than STD on texture-less silhouettes.",
+          "holds if ADV - STD accuracy on silhouettes > 0.02", _single_probe("silhouette", 0.02)),
+    Claim("reversal", MAIN, "Colour reversal costs both models about the same accuracy (Table 2).",
+          "holds if the two accuracy drops differ by <= 0.10", _reversal),
+    Claim("filters_smaller", MAIN, "ADV first-layer filters have smaller values (insensitive to weak edges; Fig. 4).",
+          "holds if mean |weight| of the first convolution is smaller for ADV", _filters_smaller),
+    Claim("filters_smoother", CHEN, "ADV first-layer filters detect smoother patterns.",
+          "holds if ADV's share of high-frequency filter energy is smaller", _filters_smoother),
+    Claim("simpler_neurons", CHEN, "ADV channels are simpler: each responds to fewer concepts.",
+          "holds if ADV's mean number of concepts per channel is smaller", _simpler_neurons),
+    Claim("saliency_object", MAIN, "ADV saliency maps are sharper and aligned with the object, not fine texture (Fig. 2).",
+          "share of |saliency| inside the object mask; holds if ADV > STD + 0.02 for most methods", _saliency_on_object),
+    Claim("sanity_guided", MAIN, "Guided backprop depends on the model parameters (App. A, against Adebayo et al.).",
+          "holds if the rank correlation with the original map falls below 0.5 after cascading randomisation of every layer, for STD and ADV",
+          _sanity_guided),
+    Claim("localisation", AGGARWAL, "Saliency of (low-eps) ADV models localises objects better (weak localisation).",
+          "holds if ADV box accuracy (IoU >= 0.5) - STD's > 0.02", _localisation),
+    Claim("generation", AGGARWAL, "Large targeted perturbations of ADV models turn images into the target class (perceptually aligned gradients).",
+          "holds if an independent judge model assigns ADV's generated images to the target at least 0.10 more often than STD's",
+          _generation),
+    Claim("fusion", MAIN, "Late fusion: ADV+ADV best at low resolution, STD+STD at high, STD+ADV near the best everywhere (Fig. 9).",
+          "holds if ADV+ADV is best at the lowest size, STD+STD at the highest, STD+ADV within 0.02 of the best at both", _fusion),
+    Claim("robust_dataset", ILYAS, "A standard model trained on the robust data set D_R is itself robust.",
+          "holds if its robust accuracy exceeds the STD model's by > 0.10", _robust_dataset),
+    Claim("nonrobust_dataset", ILYAS, "A model trained on the relabelled non-robust set D_det generalises to the original test labels.",
+          "holds if its clean accuracy on the original test set > 2 x chance", _nonrobust_dataset),
+]
+
+
+def evaluate_claims(results: dict) -> list[dict]:
+    """Every claim with its numbers and verdict (``results`` = results.json's ``results``)."""
+    out = []
+    for c in CLAIMS:
+        try:
+            numbers, ok = c.check(results)
+            verdict = HOLDS if ok else FAILS
+            missing = ""
+        except _Missing as e:
+            numbers, verdict, missing = {}, NOT_MEASURED, f"missing: {e}"
+        except (ZeroDivisionError, TypeError, KeyError, IndexError, ValueError) as e:
+            numbers, verdict, missing = {}, NOT_MEASURED, f"could not compute: {e}"
+        entry = {"id": c.id, "paper": c.paper, "claim": c.statement, "rule": c.rule, "numbers": numbers, "verdict": verdict}
+        if missing:
+            entry["note"] = missing
+        out.append(entry)
+    return out

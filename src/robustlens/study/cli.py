@@ -1,0 +1,38 @@
+"""``robustlens study [SPEC.toml]``: the whole STD vs ADV comparison, cached and resumable."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", default=None,
+                   help="study spec (TOML); default: the embedded procedural-set study (examples/trifeature.toml)")
+    p.add_argument("--name", default=None, help="override the spec's name (the run folder runs/<name>/)")
+    p.add_argument("--out-dir", default=None, help="override the spec's out_dir (default runs)")
+    p.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--print-spec", action="store_true", help="print the fully resolved spec as JSON and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from robustlens.errors import UserError
+    from robustlens.study import load_spec, run_study
+
+    spec = load_spec(args.spec)
+    if args.name:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
+            raise UserError(f"--name: use letters, digits, '_', '-', '.' only, got {args.name!r}")
+        spec.name = args.name
+    if args.out_dir:
+        spec.out_dir = args.out_dir
+    if args.device:
+        spec.device = args.device
+    if args.print_spec:
+        print(json.dumps(spec.to_dict(), indent=2))
+        return 0
+    run_study(spec)
+    return 0

@@ -1,0 +1,242 @@
+"""``report.html``: one self-contained page (inline CSS, figures as base64 PNG data URIs, no
+script, no external request), in the order of the main paper (Itazuri et al. 2019):
+
+setup and data samples -> clean / robust accuracy -> saliency grids -> feature visualisation
+-> sanity checks -> transformations (blur, median, reversal, stylisation, silhouettes) ->
+shape bias -> neuron analysis -> localisation -> generation -> transfer / constructed data
+sets -> the seeds' claims with their numbers and verdicts.
+
+Building it needs no torch and no matplotlib: every figure was drawn by its stage.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from robustlens.study.runner import StageOutput
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+main{max-width:1100px;margin:0 auto;padding:24px 32px 64px}
+h1{font-size:1.7em;margin-bottom:0.2em} h2{margin-top:2em;border-bottom:2px solid #ddd;padding-bottom:4px}
+h3{margin-top:1.4em} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:12px 0;font-size:0.92em;background:#fff}
+th,td{border:1px solid #d0d0d0;padding:4px 9px;text-align:left;vertical-align:top}
+th{background:#f0f0f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:14px 0;background:#fff;border:1px solid #e3e3e3;padding:8px;display:inline-block;max-width:100%}
+figure img{max-width:100%;height:auto;display:block} figcaption{color:#555;font-size:0.88em;margin-top:4px}
+.nm{color:#8a6d00;background:#fff8dc;padding:6px 10px;border-left:4px solid #e0b000}
+.holds{color:#0a6b2d;font-weight:600} .fails{color:#a0151f;font-weight:600} .notm{color:#8a6d00;font-weight:600}
+code{background:#f0f0f3;padding:1px 4px;border-radius:3px} nav a{margin-right:10px}
+"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, dict):
+        return "; ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>"]
+    for row in rows:
+        cells = []
+        for v in row:
+            cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            cells.append(f"<td{cls}>{_esc(_fmt(v))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _img(path: Path, caption: str = "") -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{_esc(caption or path.stem)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def _figures(out: StageOutput, captions: dict[str, str] | None = None) -> str:
+    """Every figure a stage recorded under ``result["figures"]`` (name -> file), inlined."""
+    figs = out.result.get("figures") or {}
+    parts = []
+    for key, rel in figs.items():
+        p = out.path(rel)
+        if p.exists() and p.suffix.lower() == ".png":
+            parts.append(_img(p, (captions or {}).get(key, out.result.get("captions", {}).get(key, key))))
+    return "\n".join(parts)
+
+
+def _not_measured(out: StageOutput | None, what: str) -> str:
+    if out is None:
+        return f'<p class="nm">{_esc(what)}: not run (disabled in the spec).</p>'
+    return f'<p class="nm">{_esc(what)}: not measured &mdash; {_esc(out.result.get("reason", ""))}</p>'
+
+
+def _model_rows(models: dict, keys: list[tuple[str, str]]) -> str:
+    rows = [[name] + [m.get(k, "") if isinstance(m, dict) else "" for k, _ in keys] for name, m in models.items()]
+    return _table(["model"] + [label for _, label in keys], rows)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
+    parts = []
+    d = o.get("data")
+    models = spec.get("models", {})
+    rows = []
+    for name, m in models.items():
+        tr = o.get(f"train_{name}")
+        info = tr.result if tr is not None and tr.measured else {}
+        rows.append([
+            name, m.get("arch"), m.get("checkpoint") or m.get("mode"), info.get("eps", m.get("eps") or spec["threat"]["eps"]),
+            info.get("epochs", ""), info.get("parameters", ""), info.get("source", "not measured" if tr is not None else ""),
+        ])
+    parts.append("<h3>Models</h3>" + _table(["model", "arch", "training", "eps", "epochs", "parameters", "source"], rows))
+    parts.append(
+        "<h3>Threat model</h3>"
+        + _table(["norm", "eps"], [[spec["threat"]["norm"], spec["threat"]["eps"]]])
+    )
+    if d is not None and d.measured:
+        r = d.result
+        parts.append("<h3>Data</h3>")
+        srows = [[split, s.get("images"), ", ".join(str(c) for c in s.get("per_class", []))] for split, s in r.get("splits", {}).items()]
+        parts.append(
+            f"<p>Source <code>{_esc(r.get('source'))}</code>, {r.get('resolution')} pixels, {r.get('channels')} channels, "
+            f"{len(r.get('classes', []))} classes: {_esc(', '.join(r.get('classes', [])))}. "
+            f"Options: <code>{_esc(json.dumps(r.get('options', {})))}</code>.</p>"
+        )
+        parts.append(_table(["split", "images", "per class"], srows))
+        parts.append(_figures(d))
+    else:
+        parts.append(_not_measured(d, "data"))
+    for name in models:
+        tr = o.get(f"train_{name}")
+        if tr is not None and tr.measured and tr.result.get("figures"):
+            parts.append(f"<h3>Training: {name}</h3>" + _figures(tr))
+    return "\n".join(parts)
+
+
+def _sec_robustness(o: dict[str, StageOutput], spec: dict) -> str:
+    out = o.get("robustness")
+    if out is None or not out.measured:
+        return _not_measured(out, "robustness")
+    r = out.result
+    rows = []
+    for name, m in r.get("models", {}).items():
+        aa = m.get("autoattack") or {}
+        rows.append([
+            name, m.get("clean_accuracy"), m.get("robust_accuracy"),
+            aa.get("robust_accuracy", "not run"), aa.get("n", ""), _fmt(aa.get("per_attack", "")),
+        ])
+    head = (
+        f"<p>PGD-{r.get('pgd', {}).get('steps')} ({r.get('pgd', {}).get('restarts')} restart(s)) on {r.get('n')} test images; "
+        f"AutoAttack-style ensemble on the first {r.get('autoattack_n', 0)}. Threat: {_esc(_fmt(r.get('threat', {})))}.</p>"
+    )
+    return head + _table(["model", "clean", "PGD robust", "ensemble robust", "ensemble n", "per attack"], rows) + _figures(out)
+
+
+def _sec_generic(stage: str, what: str, keys: list[tuple[str, str]] | None = None) -> Callable:
+    def render(o: dict[str, StageOutput], spec: dict) -> str:
+        out = o.get(stage)
+        if out is None or not out.measured:
+            return _not_measured(out, what)
+        r = out.result
+        parts = []
+        if r.get("summary"):
+            parts.append(f"<p>{_esc(r['summary'])}</p>")
+        if keys and isinstance(r.get("models"), dict):
+            parts.append(_model_rows(r["models"], keys))
+        for title, tab in (r.get("tables") or {}).items():
+            parts.append(f"<h3>{_esc(title)}</h3>" + _table(tab["header"], tab["rows"]))
+        parts.append(_figures(out))
+        return "\n".join(parts)
+
+    return render
+
+
+SECTIONS: list[tuple[str, str, Callable]] = [
+    ("setup", "1. Setup and data", _sec_setup),
+    ("accuracy", "2. Clean and robust accuracy (STD vs ADV)", _sec_robustness),
+    ("saliency", "3. What do they look at? Saliency maps", _sec_generic("saliency", "saliency")),
+    ("featvis", "4. Feature visualisation: first-layer filters and deeper channels", _sec_generic("featvis", "feature visualisation")),
+    ("sanity", "5. Sanity checks of the saliency methods (App. A)", _sec_generic("sanity", "sanity checks")),
+    ("transforms", "6. Transformations: blur, median, reversal, stylisation, silhouettes",
+     _sec_generic("transforms", "transformations")),
+    ("bias", "7. Shape versus texture bias (cue conflict)",
+     _sec_generic("bias", "cue-conflict bias", [("shape_bias", "shape bias"), ("texture_bias", "texture bias"), ("colour_bias", "colour bias"), ("n", "conflict images")])),
+    ("neurons", "8. Neuron analysis (Chen et al.)", _sec_generic("neurons", "neuron analysis")),
+    ("localisation", "9. Weak localisation from saliency (Aggarwal et al.)",
+     _sec_generic("localisation", "localisation", [("box_accuracy", "IoU >= 0.5"), ("mean_iou", "mean IoU"), ("pointing_game", "pointing game")])),
+    ("generation", "10. Generation: large targeted perturbations", _sec_generic("generation", "generation")),
+    ("transfer", "11. Transfer: late fusion (Sec. 4.2)", _sec_generic("transfer", "transfer")),
+    ("construct", "12. Robust and non-robust data sets (Ilyas et al.)", _sec_generic("construct", "constructed data sets")),
+]
+
+
+def _claims_table(claims: list[dict]) -> str:
+    rows = []
+    for c in claims:
+        cls = {"holds": "holds", "does not hold": "fails"}.get(c["verdict"], "notm")
+        nums = "<br>".join(f"{_esc(k)}: <b>{_esc(_fmt(v))}</b>" for k, v in c["numbers"].items()) or _esc(c.get("note", "no numbers"))
+        rows.append(
+            f"<tr><td>{_esc(c['paper'])}</td><td>{_esc(c['claim'])}</td><td>{nums}</td>"
+            f"<td>{_esc(c['rule'])}</td><td class=\"{cls}\">{_esc(c['verdict'])}</td></tr>"
+        )
+    counts = {v: sum(c["verdict"] == v for c in claims) for v in ("holds", "does not hold", "not measured")}
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    return (
+        f"<p>{summary}. A verdict is computed from the numbers next to it by the rule shown "
+        "(<code>robustlens/study/claims.py</code>); a claim without numbers is \"not measured\".</p>"
+        "<table><tr><th>paper</th><th>claim</th><th>measured</th><th>rule</th><th>verdict</th></tr>"
+        + "\n".join(rows) + "</table>"
+    )
+
+
+def render_report(results: dict, outputs: dict[str, StageOutput]) -> str:
+    """The report's HTML for ``results`` (results.json content) and the stage outputs."""
+    spec = results["config"]
+    title = f"robustlens study: {spec['name']}"
+    nav = " ".join(f'<a href="#{sid}">{_esc(t.split(" ", 1)[1].split(":")[0])}</a>' for sid, t, _ in SECTIONS) + ' <a href="#claims">claims</a>'
+    body = [
+        f"<h1>{_esc(title)}</h1>",
+        "<p class=\"sub\">What do adversarially robust models look at? Standard (STD) versus adversarially trained (ADV) "
+        "classifiers, after Itazuri et al. (2019) and three companion papers. Numbers: <code>results.json</code>.</p>",
+        f"<nav>{nav}</nav>",
+    ]
+    for sid, heading, fn in SECTIONS:
+        if sid in ("transfer", "construct") and sid not in outputs:
+            body.append(f'<h2 id="{sid}">{_esc(heading)}</h2>' + _not_measured(None, sid))
+            continue
+        try:
+            content = fn(outputs, spec)
+        except (KeyError, TypeError, ValueError, FileNotFoundError) as e:  # a malformed stage must not hide the rest
+            content = f'<p class="nm">{_esc(heading)}: could not render ({_esc(type(e).__name__)}: {_esc(e)})</p>'
+        body.append(f'<h2 id="{sid}">{_esc(heading)}</h2>\n{content}')
+    body.append('<h2 id="claims">13. The seeds\' claims, measured</h2>' + _claims_table(results.get("claims", [])))
+    versions = results.get("versions", {})
+    body.append("<h2>Provenance</h2>" + _table(["package", "version"], [[k, v] for k, v in versions.items()]))
+    body.append(
+        "<h3>Stages</h3>"
+        + _table(["stage", "hash", "status"], [[k, v.get("hash", ""), v.get("status", "")] for k, v in results.get("stages", {}).items()])
+    )
+    body.append("<h3>Spec</h3><pre>" + _esc(json.dumps(spec, indent=2)) + "</pre>")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body><main>\n"
+        + "\n".join(body)
+        + "\n</main></body></html>\n"
+    )

@@ -1,0 +1,531 @@
+"""The study spec: a TOML file naming the data, the models, the threat model and the stages.
+
+Every field has a default (the dataclasses below); an empty spec, or no spec at all, is the
+embedded default (``default.toml`` next to this module, written out as
+``examples/trifeature.toml``): the procedural Trifeature-like set at 32x32 with fine,
+low-contrast texture, a small CNN trained standardly (STD) and with FGSM with random start
+(ADV, Wong et al. 2020) at eps 8/255, as calibrated in ``DESIGN.md``.
+
+Validation happens before any work starts: an unknown key is named with its table, the
+closest valid key (``difflib``) and its line in the file; a wrong type names the key and the
+expected type; a data path or a checkpoint that does not exist is refused. Checkpoint
+classes are checked against the data by the runner right after the (cheap) data stage and
+before any training or evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustlens.errors import UserError
+
+DEFAULT_SPEC_PATH = Path(__file__).with_name("default.toml")
+
+SALIENCY_METHODS = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam")
+TRAIN_MODES = ("std", "fgsm", "fgsm-rs", "pgd", "trades")
+
+
+@dataclass
+class DataSpec:
+    """``[data]``: the data source (``trifeature[:k=v,...]`` or a path), its size and options.
+
+    ``n_train`` / ``n_test``: use only that many images of each split (0 = all), drawn by a
+    seeded permutation. ``options`` go to ``robustlens.data.load`` as keyword arguments.
+    """
+
+    source: str = "trifeature"
+    size: int = 32
+    format: str = ""
+    n_train: int = 0
+    n_test: int = 0
+    options: dict = field(default_factory=lambda: {"contrast": 0.07})
+
+
+@dataclass
+class ThreatSpec:
+    """``[threat]``: the threat model used for ADV training (unless a model overrides it) and
+    for every robustness number."""
+
+    norm: str = "linf"
+    eps: str | float = "8/255"
+
+
+@dataclass
+class ModelSpec:
+    """``[models.<name>]``: train a model (arch, mode, ...) or load ``checkpoint``.
+
+    ``eps = ""`` means the threat model's eps. ``epochs``/``batch_size``/``lr`` = 0 and
+    ``schedule = ""`` mean the training module's default. ``train_options`` go to
+    ``TrainConfig`` as extra keyword arguments, ``arch_options`` to ``models.create``.
+    """
+
+    arch: str = "small_cnn"
+    arch_options: dict = field(default_factory=dict)
+    checkpoint: str = ""
+    mode: str = "std"
+    eps: str | float = ""
+    epochs: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
+    schedule: str = ""
+    seed: int = 0
+    train_options: dict = field(default_factory=dict)
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    return {"std": ModelSpec(mode="std", seed=0), "adv": ModelSpec(mode="fgsm-rs", seed=0)}
+
+
+@dataclass
+class RobustnessSpec:
+    """``[stages.robustness]``: PGD on ``n`` test images, the AutoAttack-style ensemble on
+    ``autoattack_n`` of them (Croce & Hein 2020), and optionally a PGD eps sweep."""
+
+    enabled: bool = True
+    n: int = 500
+    batch_size: int = 250
+    pgd_steps: int = 20
+    pgd_restarts: int = 1
+    autoattack: bool = True
+    autoattack_n: int = 200
+    autoattack_attacks: list[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
+    autoattack_steps: int = 100
+    autoattack_targets: int = 3
+    eps_grid: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TransformsSpec:
+    """``[stages.transforms]``: accuracy under the main paper's transformations (Sec. 4.1):
+    Gaussian blur over ``blur_sigmas`` at kernel ``blur_kernel``; median filter of kernel
+    ``median_kernel`` applied 1..``median_repeats`` times; colour reversal; stylisation;
+    silhouettes and edges (Chen et al.)."""
+
+    enabled: bool = True
+    n: int = 500
+    batch_size: int = 250
+    blur_sigmas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    blur_kernel: int = 7
+    median_kernel: int = 3
+    median_repeats: int = 5
+    reversal: bool = True
+    greyscale: bool = False
+    stylise: bool = True
+    silhouettes: bool = True
+    edges: bool = True
+
+
+@dataclass
+class BiasSpec:
+    """``[stages.bias]``: shape / texture / colour bias on cue-conflict images
+    (model-vs-human definition) and, if ``contrast_grid`` is set, a texture-contrast sweep."""
+
+    enabled: bool = True
+    n: int = 500
+    contrast_grid: list[float] = field(default_factory=list)
+
+
+@dataclass
+class NeuronsSpec:
+    """``[stages.neurons]``: smoothness of first-layer filters and concept selectivity of
+    channels at ``layers`` (empty = the module's default) (Chen et al.)."""
+
+    enabled: bool = True
+    n: int = 500
+    layers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SaliencySpec:
+    """``[stages.saliency]``: a methods x models grid (STD, ADV and a randomly initialised
+    model) on ``n`` test images (main paper Fig. 2, App. A)."""
+
+    enabled: bool = True
+    n: int = 8
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "loss", "guided", "smoothgrad", "ig"])
+    smoothgrad_samples: int = 50
+    smoothgrad_sigma: float = 0.2
+    ig_steps: int = 50
+    random_model: bool = True
+
+
+@dataclass
+class FeatvisSpec:
+    """``[stages.featvis]``: first-layer filters and ``channels`` channels of each of
+    ``layers`` (empty = the last convolution) by gradient ascent (Erhan et al. 2009)."""
+
+    enabled: bool = True
+    layers: list[str] = field(default_factory=list)
+    channels: int = 8
+    steps: int = 64
+    seed: int = 0
+
+
+@dataclass
+class SanitySpec:
+    """``[stages.sanity]``: cascading parameter randomisation (Adebayo et al. 2018) on ``n``
+    images for ``methods``; similarity per layer (Spearman, SSIM, HOG)."""
+
+    enabled: bool = True
+    n: int = 4
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "guided"])
+    independent: bool = False
+
+
+@dataclass
+class LocalisationSpec:
+    """``[stages.localisation]``: boxes from saliency maps, IoU >= 0.5 accuracy and the
+    pointing game on ``n`` images with ground-truth boxes (Aggarwal et al.)."""
+
+    enabled: bool = True
+    n: int = 200
+    method: str = "vanilla"
+
+
+@dataclass
+class GenerationSpec:
+    """``[stages.generation]``: large-eps targeted L2 PGD towards each class; the share that
+    an independently trained judge model assigns to the target (perceptually aligned
+    gradients, Santurkar et al. 2019 / Aggarwal et al.). ``judge`` names a model of the
+    spec (``""``: the judge is trained inside the stage: the STD recipe, another seed)."""
+
+    enabled: bool = True
+    n: int = 20
+    eps: float = 10.0
+    steps: int = 60
+    judge: str = ""
+
+
+@dataclass
+class TransferSpec:
+    """``[stages.transfer]``: late fusion of backbones (main paper Sec. 4.2, Fig. 9)."""
+
+    enabled: bool = False
+    variants: list[str] = field(default_factory=lambda: ["std", "adv", "std+std", "adv+adv", "std+adv"])
+    sizes: list[int] = field(default_factory=lambda: [32, 64])
+    epochs: int = 2
+    lr: float = 0.001
+    repeats: int = 1
+    linear_probe: bool = False
+
+
+@dataclass
+class ConstructSpec:
+    """``[stages.construct]``: robust and non-robust data sets (Ilyas et al. 2019)."""
+
+    enabled: bool = False
+    n: int = 1000
+    steps: int = 100
+    eps: float = 0.5
+    epochs: int = 5
+    datasets: list[str] = field(default_factory=lambda: ["robust", "det", "rand"])
+
+
+@dataclass
+class StagesSpec:
+    """``[stages.*]``: every stage and its parameters."""
+
+    robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
+    transforms: TransformsSpec = field(default_factory=TransformsSpec)
+    bias: BiasSpec = field(default_factory=BiasSpec)
+    neurons: NeuronsSpec = field(default_factory=NeuronsSpec)
+    saliency: SaliencySpec = field(default_factory=SaliencySpec)
+    featvis: FeatvisSpec = field(default_factory=FeatvisSpec)
+    sanity: SanitySpec = field(default_factory=SanitySpec)
+    localisation: LocalisationSpec = field(default_factory=LocalisationSpec)
+    generation: GenerationSpec = field(default_factory=GenerationSpec)
+    transfer: TransferSpec = field(default_factory=TransferSpec)
+    construct: ConstructSpec = field(default_factory=ConstructSpec)
+
+
+@dataclass
+class Spec:
+    """A whole study. ``runs/<name>/`` holds its stages, checkpoints and report."""
+
+    name: str = "trifeature"
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str = "runs"
+    data: DataSpec = field(default_factory=DataSpec)
+    threat: ThreatSpec = field(default_factory=ThreatSpec)
+    models: dict = field(default_factory=_default_models)
+    stages: StagesSpec = field(default_factory=StagesSpec)
+    source_path: str = field(default="", metadata={"internal": True})
+
+    def to_dict(self) -> dict:
+        """The spec as plain data (what ``results.json`` records under ``config``)."""
+        d = dataclasses.asdict(self)
+        d.pop("source_path", None)
+        return d
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"a list of {_type_name(arg)}"
+    if origin is dict or tp is dict:
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_matches(v, arg) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Integers given for float fields become floats (``lr = 1`` means 1.0)."""
+    if tp is float and isinstance(value, int):
+        return float(value)
+    if typing.get_origin(tp) is list and typing.get_args(tp) == (float,):
+        return [float(v) for v in value]
+    return value
+
+
+class _Locator:
+    """Finds the line of ``key`` inside table ``[a.b]`` in the spec's TOML text."""
+
+    _header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
+
+    def __init__(self, text: str, path: str) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def line_of(self, table: tuple[str, ...], key: str) -> int | None:
+        current: tuple[str, ...] = ()
+        keypat = re.compile(r'^\s*["\']?' + re.escape(key) + r'["\']?\s*=')
+        dotted = re.compile(r"^\s*" + r"\s*\.\s*".join(re.escape(p) for p in (*table, key)) + r"\s*=")
+        for i, line in enumerate(self.lines, 1):
+            m = self._header.match(line)
+            if m:
+                current = tuple(p.strip().strip("\"'") for p in m.group(1).strip("[]").split("."))
+                continue
+            if (current == table and keypat.match(line)) or (not current and dotted.match(line)):
+                return i
+        if table:  # the key may be a table header itself: [stages.probs]
+            for i, line in enumerate(self.lines, 1):
+                m = self._header.match(line)
+                if m and tuple(p.strip().strip("\"'") for p in m.group(1).strip("[]").split(".")) == (*table, key):
+                    return i
+        for i, line in enumerate(self.lines, 1):  # last resort: anywhere
+            if re.search(r"(^|[\s.{,])" + re.escape(key) + r"\s*=", line):
+                return i
+        return None
+
+    def where(self, table: tuple[str, ...], key: str) -> str:
+        line = self.line_of(table, key)
+        return f"{self.path}:{line}" if line else self.path
+
+
+def _fill(cls: type, raw: dict, table: tuple[str, ...], loc: _Locator, base: Any = None) -> Any:
+    """Build dataclass ``cls`` from ``raw`` (a TOML table) on top of ``base`` (or defaults)."""
+    obj = base if base is not None else cls()
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    tname = "[" + ".".join(table) + "]" if table else "the top level"
+    if not isinstance(raw, dict):
+        raise UserError(f"{loc.where(table[:-1], table[-1])}: {tname} must be a table, got {type(raw).__name__}")
+    for key, value in raw.items():
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(
+                f"{loc.where(table, key)}: unknown key {key!r} in {tname}{hint}; valid keys: {', '.join(valid)}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            setattr(obj, key, _fill(tp, value, (*table, key), loc, getattr(obj, key)))
+            continue
+        if table == () and key == "models":
+            setattr(obj, key, _fill_models(value, loc, getattr(obj, key)))
+            continue
+        if not _matches(value, tp):
+            raise UserError(
+                f"{loc.where(table, key)}: {'.'.join((*table, key))} must be {_type_name(tp)}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        setattr(obj, key, _coerce(value, tp))
+    return obj
+
+
+def _fill_models(raw: Any, loc: _Locator, base: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    if not isinstance(raw, dict):
+        raise UserError(f"{loc.where((), 'models')}: [models] must hold tables such as [models.std]")
+    out = dict(base)
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise UserError(
+                f"{loc.where(('models',), name)}: models.{name} must be a table ([models.{name}]), got {table!r}"
+            )
+        out[name] = _fill(ModelSpec, table, ("models", name), loc, dataclasses.replace(base.get(name, ModelSpec())))
+    return out
+
+
+def parse_eps(value: Any, *, name: str) -> float:
+    """``8/255`` or a number -> float, without importing torch (same rules as ``threat.parse_eps``)."""
+    from fractions import Fraction
+    import math
+
+    try:
+        eps = float(Fraction(str(value).strip())) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{name}: expected a number or a fraction like 8/255, got {value!r}") from None
+    if not math.isfinite(eps) or eps < 0:
+        raise UserError(f"{name}: expected a finite eps >= 0, got {value!r}")
+    return eps
+
+
+def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
+    """Semantic checks that need no torch and no data: paths, modes, method names, ranges."""
+    def fail(table: tuple[str, ...], key: str, msg: str) -> None:
+        raise UserError(f"{loc.where(table, key)}: {'.'.join((*table, key))}: {msg}")
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", spec.name):
+        fail((), "name", f"use letters, digits, '_', '-', '.' only (it names a folder), got {spec.name!r}")
+    src = spec.data.source
+    if not (src == "trifeature" or src.startswith("trifeature:")):
+        p = Path(src).expanduser()
+        if not p.is_absolute():
+            p = base_dir / p
+        if not p.exists():
+            fail(("data",), "source", f"data path {src!r} does not exist (looked at {p})")
+        spec.data.source = str(p)
+    for key in ("size", "n_train", "n_test"):
+        if getattr(spec.data, key) < 0:
+            fail(("data",), key, f"expected a value >= 0, got {getattr(spec.data, key)}")
+    if spec.threat.norm.lower().replace("-", "") not in ("linf", "l2", "l1", "inf"):
+        fail(("threat",), "norm", f"unknown norm {spec.threat.norm!r}; expected linf, l2 or l1")
+    try:
+        parse_eps(spec.threat.eps, name="threat.eps")
+    except UserError as e:
+        raise UserError(f"{loc.where(('threat',), 'eps')}: {e}") from None
+    for required in ("std", "adv"):
+        if required not in spec.models:
+            fail(("models",), required, "a study needs an STD and an ADV model")
+    for name, m in spec.models.items():
+        t = ("models", name)
+        if m.checkpoint:
+            p = Path(m.checkpoint).expanduser()
+            if not p.is_absolute():
+                p = base_dir / p
+            if not p.exists():
+                fail(t, "checkpoint", f"checkpoint {m.checkpoint!r} does not exist (looked at {p})")
+            m.checkpoint = str(p)
+        elif m.mode not in TRAIN_MODES:
+            close = difflib.get_close_matches(m.mode, TRAIN_MODES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            fail(t, "mode", f"unknown training mode {m.mode!r}{hint}; expected one of {', '.join(TRAIN_MODES)}")
+        if m.eps != "":
+            try:
+                parse_eps(m.eps, name=f"models.{name}.eps")
+            except UserError as e:
+                raise UserError(f"{loc.where(t, 'eps')}: {e}") from None
+        for key in ("epochs", "batch_size"):
+            if getattr(m, key) < 0:
+                fail(t, key, f"expected a value >= 0 (0 = default), got {getattr(m, key)}")
+    if not spec.models["std"].checkpoint and spec.models["std"].mode != "std":
+        fail(("models", "std"), "mode", f"the STD model must be trained with mode 'std', got {spec.models['std'].mode!r}")
+    if not spec.models["adv"].checkpoint and spec.models["adv"].mode == "std":
+        fail(("models", "adv"), "mode", "the ADV model needs an adversarial mode (fgsm, fgsm-rs, pgd, trades)")
+    st = spec.stages
+    for sname in ("saliency", "sanity"):
+        for meth in getattr(st, sname).methods:
+            if meth not in SALIENCY_METHODS:
+                close = difflib.get_close_matches(meth, SALIENCY_METHODS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                fail(("stages", sname), "methods", f"unknown method {meth!r}{hint}; expected {', '.join(SALIENCY_METHODS)}")
+    if st.localisation.method not in SALIENCY_METHODS:
+        fail(("stages", "localisation"), "method", f"unknown method {st.localisation.method!r}")
+    if st.generation.judge and st.generation.judge not in spec.models:
+        fail(("stages", "generation"), "judge", f"no model {st.generation.judge!r} in [models] ({', '.join(spec.models)})")
+    for sname in ("robustness", "transforms", "bias", "neurons", "saliency", "sanity", "localisation", "generation"):
+        if getattr(st, sname).n <= 0:
+            fail(("stages", sname), "n", f"expected a positive number of images, got {getattr(st, sname).n}")
+    if st.transforms.blur_kernel % 2 == 0 or st.transforms.blur_kernel <= 0:
+        fail(("stages", "transforms"), "blur_kernel", f"expected an odd positive kernel size, got {st.transforms.blur_kernel}")
+    if st.transforms.median_kernel % 2 == 0 or st.transforms.median_kernel <= 0:
+        fail(("stages", "transforms"), "median_kernel", f"expected an odd positive kernel size, got {st.transforms.median_kernel}")
+    if any(s < 0 for s in st.transforms.blur_sigmas):
+        fail(("stages", "transforms"), "blur_sigmas", "sigmas must be >= 0")
+    if st.robustness.pgd_steps <= 0:
+        fail(("stages", "robustness"), "pgd_steps", "expected a positive number of steps")
+    for v in st.transfer.variants:
+        if v not in ("std", "adv", "std+std", "adv+adv", "std+adv"):
+            fail(("stages", "transfer"), "variants", f"unknown variant {v!r}; expected std, adv, std+std, adv+adv, std+adv")
+
+
+def parse_spec(text: str, path: str = "<spec>", base_dir: str | Path | None = None) -> Spec:
+    """Parse and validate a spec from TOML text (``path`` is used in messages only)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    loc = _Locator(text, path)
+    spec = _fill(Spec, raw, (), loc)
+    spec.source_path = path
+    _check_values(spec, loc, Path(base_dir) if base_dir is not None else Path.cwd())
+    return spec
+
+
+def load_spec(path: str | Path | None = None) -> Spec:
+    """The spec at ``path``, or the embedded default when ``path`` is ``None``.
+
+    Relative data and checkpoint paths are resolved against the spec file's folder first,
+    then the current directory.
+    """
+    if path is None:
+        return parse_spec(DEFAULT_SPEC_PATH.read_text(), str(DEFAULT_SPEC_PATH))
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: spec file not found")
+    if p.is_dir():
+        raise UserError(f"{path}: is a folder; expected a .toml spec file")
+    text = p.read_text()
+    try:
+        return parse_spec(text, str(path), base_dir=p.parent.resolve())
+    except UserError as first:
+        if "does not exist" not in str(first):
+            raise
+        # Paths relative to the current directory are accepted too.
+        try:
+            return parse_spec(text, str(path), base_dir=Path.cwd())
+        except UserError:
+            raise first from None
+
+
+def default_spec() -> Spec:
+    """The embedded default spec."""
+    return load_spec(None)

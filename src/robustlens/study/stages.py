@@ -1,0 +1,1054 @@
+"""The study's stages, built from a :class:`~robustlens.study.spec.Spec`.
+
+DAG (each arrow: "consumes")::
+
+    data -> train_<model> (one per model; train or load) -> robustness
+                                                         -> transforms, bias, neurons
+                                                         -> saliency, featvis, sanity,
+                                                            localisation, generation
+                                                         -> transfer, construct (opt-in)
+
+Every stage returns a JSON-able dict (its schema is in ``docs/results-schema.md``) and writes
+its figures (PNG, matplotlib Agg) into its own folder; ``result["figures"]`` maps a figure
+key to its file name. Each stage hashes only its own parameters (plus, through the DAG, its
+inputs), so a change to e.g. ``stages.transforms.blur_sigmas`` reruns ``transforms`` only.
+
+Seeds: every random draw is seeded from ``spec.seed`` plus a fixed per-stage offset, so a
+rerun (or a killed and resumed run) gives the same numbers on the same machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from robustlens.errors import UserError
+from robustlens.study.runner import NotMeasured, StageContext, StageDef, require
+from robustlens.study.spec import Spec, parse_eps
+
+# Fixed per-stage offsets added to spec.seed (documented, never changed).
+SEED_OFFSETS = {
+    "data": 0, "robustness": 11, "transforms": 12, "bias": 13, "neurons": 14, "saliency": 15,
+    "featvis": 16, "sanity": 17, "localisation": 18, "generation": 19, "transfer": 20, "construct": 21,
+}
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _spec(ctx: StageContext) -> Spec:
+    return ctx.shared["spec"]
+
+
+def _device(ctx: StageContext):
+    import torch
+
+    if "device" not in ctx.shared:
+        name = _spec(ctx).device
+        if name in ("", "auto"):
+            ctx.shared["device"] = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            from robustlens.cli_common import resolve_device
+
+            ctx.shared["device"] = resolve_device(name)
+    return ctx.shared["device"]
+
+
+def _seed(ctx: StageContext, stage: str) -> int:
+    return int(_spec(ctx).seed) * 1000 + SEED_OFFSETS[stage]
+
+
+def _generator(ctx: StageContext, stage: str):
+    import torch
+
+    return torch.Generator().manual_seed(_seed(ctx, stage))
+
+
+def load_data(shared: dict) -> dict:
+    """The data splits of the spec ({"train", "test"[, "conflict"]}), loaded once per run."""
+    if "data" in shared:
+        return shared["data"]
+    import torch
+
+    from robustlens.data import load_splits
+    from robustlens.data.source import is_procedural
+
+    spec: Spec = shared["spec"]
+    d = spec.data
+    opts = dict(d.options)
+    procedural = is_procedural(d.source)
+    if procedural:
+        if d.n_train and "n_train" not in opts:
+            opts["n_train"] = d.n_train
+        if d.n_test and "n_test" not in opts:
+            opts["n_test"] = d.n_test
+    splits = load_splits(d.source, size=d.size or None, format=d.format or None, **opts)
+    if "train" not in splits:
+        raise UserError(f"data.source {d.source!r}: no 'train' split (found {', '.join(splits)})")
+    test_name = next((s for s in ("test", "val", "valid", "validation") if s in splits), None)
+    if test_name is None:
+        # One split only: hold out a seeded 20% as the test split.
+        full = splits["train"]
+        g = torch.Generator().manual_seed(spec.seed)
+        perm = torch.randperm(len(full), generator=g)
+        k = max(1, len(full) // 5)
+        splits = {"train": full.subset(perm[k:].sort().values), "test": full.subset(perm[:k].sort().values)}
+        test_name = "test"
+    out = {"train": splits["train"], "test": splits[test_name]}
+    if "conflict" in splits:
+        out["conflict"] = splits["conflict"]
+    for key, n in (("train", d.n_train), ("test", d.n_test)):
+        if n and len(out[key]) > n:
+            g = torch.Generator().manual_seed(spec.seed + (1 if key == "test" else 0))
+            idx = torch.randperm(len(out[key]), generator=g)[:n].sort().values
+            out[key] = out[key].subset(idx)
+    shared["data"] = out
+    return out
+
+
+def eval_subset(shared: dict, n: int, split: str = "test"):
+    """The first ``n`` images of a split (a fixed, seeded order: the split's own order)."""
+    data = load_data(shared)[split]
+    return data.head(min(n, len(data)))
+
+
+def load_model(ctx: StageContext, name: str):
+    """Model ``name`` of the spec, from its train stage's folder (loaded once per run), in eval mode."""
+    memo = ctx.shared.setdefault("models", {})
+    if name in memo:
+        return memo[name]
+    from robustlens.models.checkpoint import load_checkpoint
+
+    out = ctx.deps[f"train_{name}"]
+    path = out.path(out.result["checkpoint"]) if out.result.get("source") == "trained" else Path(out.result["checkpoint"])
+    model, _meta = load_checkpoint(path, device=_device(ctx))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    memo[name] = model
+    return model
+
+
+def analysis_models(spec: Spec) -> list[str]:
+    """Models compared in the analysis stages: every model except a dedicated generation judge."""
+    judge = spec.stages.generation.judge
+    return [m for m in spec.models if m != judge or m in ("std", "adv")]
+
+
+def _accuracy(model, x, y, batch_size: int = 500) -> float:
+    import torch
+
+    hits = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            hits += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    return hits / max(1, len(x))
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    plt = _plt()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return path.name
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def stage_data(ctx: StageContext) -> dict:
+    """Load the splits, record their summaries and draw a grid of training samples."""
+    data = load_data(ctx.shared)
+    train, test = data["train"], data["test"]
+    spec = _spec(ctx)
+    from robustlens.explain.render import image_grid
+
+    k = min(32, len(train))
+    labels = [train.classes[int(c)] for c in train.labels[:k]]
+    image_grid(train.float(slice(0, k)), ctx.out / "samples.png", ncol=8, labels=labels, title="training samples")
+    figures = {"samples": "samples.png"}
+    captions = {"samples": "The first training images with their labels."}
+    if "conflict" in data and len(data["conflict"]):
+        c = data["conflict"].head(min(16, len(data["conflict"])))
+        tex = c.factor("texture").tolist() if "texture" in c.factor_names else [None] * len(c)
+        lab = [f"{c.classes[int(y)]} / tex {t}" for y, t in zip(c.labels, tex)]
+        image_grid(c.float(), ctx.out / "conflict.png", ncol=8, labels=lab, title="cue-conflict images (label / texture class)")
+        figures["conflict"] = "conflict.png"
+        captions["conflict"] = "Cue-conflict images: the shape of one class filled with the texture of another."
+    return {
+        "source": spec.data.source,
+        "options": spec.data.options,
+        "classes": list(train.classes),
+        "resolution": list(train.resolution),
+        "channels": train.channels,
+        "splits": {k: {"images": len(v), "per_class": v.class_counts()} for k, v in data.items()},
+        "has_masks": train.masks is not None,
+        "has_boxes": train.boxes is not None,
+        "factor_names": list(train.factor_names),
+        "figures": figures,
+        "captions": captions,
+    }
+
+
+# ----------------------------------------------------------------------------- train / load
+
+
+def stage_train(ctx: StageContext) -> dict:
+    """Train model ``params["model"]`` (resumable through its work folder) or load its checkpoint."""
+    import shutil
+
+    import torch
+
+    p = ctx.params
+    name = p["model"]
+    m = p["spec"]
+    data = load_data(ctx.shared)
+    train_set = data["train"]
+    from robustlens.models.checkpoint import load_checkpoint, save_checkpoint
+
+    if m["checkpoint"]:
+        model, meta = load_checkpoint(m["checkpoint"], device="cpu")
+        check_checkpoint_classes(m["checkpoint"], meta, list(train_set.classes), f"models.{name}.checkpoint")
+        test = eval_subset(ctx.shared, 1000)
+        model.eval()
+        return {
+            "model": name, "source": "checkpoint", "checkpoint": m["checkpoint"], "sha256": p.get("checkpoint_sha256", ""),
+            "arch": meta.get("arch", getattr(model, "arch", "")), "parameters": sum(t.numel() for t in model.parameters()),
+            "eps": (meta.get("training") or {}).get("eps", ""), "epochs": (meta.get("training") or {}).get("epochs", ""),
+            "test_accuracy_first_1000": _accuracy(model, test.float(), test.labels),
+            "figures": {},
+        }
+    train_mod = require("robustlens.train", "training")
+    from robustlens.models import create
+
+    if not hasattr(train_mod, "train") or not hasattr(train_mod, "TrainConfig"):
+        raise NotMeasured("training: robustlens.train.train / TrainConfig are not available yet")
+    device = _device(ctx)
+    torch.manual_seed(int(m["seed"]))
+    model = create(m["arch"], num_classes=train_set.num_classes, in_channels=train_set.channels, **m["arch_options"]) \
+        if m["arch"] == "small_cnn" else create(m["arch"], num_classes=train_set.num_classes, **m["arch_options"])
+    kw: dict[str, Any] = dict(mode=m["mode"], threat=p["threat_norm"], seed=int(m["seed"]))
+    if m["mode"] != "std":
+        kw["eps"] = p["eps"]
+    for key in ("epochs", "batch_size"):
+        if m[key]:
+            kw[key] = int(m[key])
+    if m["lr"]:
+        kw["lr"] = float(m["lr"])
+    if m["schedule"]:
+        kw["schedule"] = m["schedule"]
+    kw.update(m["train_options"])
+    try:
+        cfg = train_mod.TrainConfig(**kw)
+    except TypeError as e:
+        raise UserError(f"models.{name}.train_options: {e}") from None
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    res = train_mod.train(model, train_set, cfg, out_dir=ctx.work, resume=True, device=device)
+    model.eval()
+    history = _history(res)
+    resolved = _resolved_config(res, cfg)
+    meta = {"training": resolved, "model_name": name, "classes": list(train_set.classes)}
+    save_checkpoint(ctx.out / "model.safetensors", model, meta)
+    figures = {}
+    if history:
+        figures["history"] = _plot_history(history, ctx.out / "history.png", name)
+    test = eval_subset(ctx.shared, 1000)
+    return {
+        "model": name, "source": "trained", "checkpoint": "model.safetensors", "arch": m["arch"], "mode": m["mode"],
+        "eps": p["eps"] if m["mode"] != "std" else 0.0, "epochs": resolved.get("epochs", m["epochs"]),
+        "parameters": sum(t.numel() for t in model.parameters()), "config": resolved, "history": history,
+        "test_accuracy_first_1000": _accuracy(model.to(device), test.float(device=device), test.labels.to(device)),
+        "figures": figures,
+        "captions": {"history": f"{name}: per-epoch training metrics."},
+    }
+
+
+def _history(res: Any) -> list[dict]:
+    for key in ("history", "epochs", "metrics"):
+        h = getattr(res, key, None) if not isinstance(res, dict) else res.get(key)
+        if isinstance(h, list):
+            return [{k: v for k, v in e.items() if not _is_time_key(k)} for e in h if isinstance(e, dict)]
+    return []
+
+
+def _is_time_key(k: str) -> bool:
+    k = k.lower()
+    return any(t in k for t in ("second", "time", "images_per_s", "img_s", "per_sec", "throughput", "wall"))
+
+
+def _resolved_config(res: Any, cfg: Any) -> dict:
+    c = getattr(res, "config", None) if not isinstance(res, dict) else res.get("config")
+    if c is None:
+        c = cfg
+    d = c.to_dict() if hasattr(c, "to_dict") else (dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c))
+    return {k: v for k, v in d.items() if k not in ("progress", "log", "tensorboard")}
+
+
+def _plot_history(history: list[dict], path: Path, name: str) -> str:
+    plt = _plt()
+    keys = [k for k in history[0] if k not in ("epoch", "step", "lr") and isinstance(history[0][k], (int, float))][:4]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for k in keys:
+        ax.plot([e.get("epoch", i) for i, e in enumerate(history)], [e.get(k) for e in history], marker="o", label=k)
+    ax.set(xlabel="epoch", title=f"training: {name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def check_checkpoint_classes(path: str, meta: dict, classes: list[str], where: str) -> None:
+    """A checkpoint must predict exactly the data's classes (same count; same names if it has names)."""
+    ck = meta.get("classes")
+    n = meta.get("num_classes", len(ck) if ck else None)
+    if n is not None and int(n) != len(classes):
+        raise UserError(f"{where}: {path} predicts {n} classes but the data has {len(classes)} ({', '.join(classes[:10])}...)")
+    if ck and list(ck) != list(classes):
+        diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(ck, classes)) if a != b][:3]
+        raise UserError(f"{where}: {path} has classes that do not match the data's ({'; '.join(diff)})")
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def stage_robustness(ctx: StageContext) -> dict:
+    """Clean accuracy, PGD robust accuracy and the AutoAttack-style ensemble (Croce & Hein 2020)."""
+    from robustlens.threat import make_threat
+
+    try:
+        ev = require("robustlens.attacks.evaluate", "robustness")
+    except NotMeasured:
+        ev = _FallbackEvaluate(require("robustlens.attacks", "robustness"))
+
+    p = ctx.params
+    spec = _spec(ctx)
+    device = _device(ctx)
+    threat = make_threat(p["threat"]["norm"], p["threat"]["eps"])
+    sub = eval_subset(ctx.shared, p["n"])
+    x, y = sub.float(), sub.labels
+    out_models = {}
+    for name in analysis_models(spec):
+        model = load_model(ctx, name)
+        r = ev.robust_accuracy(model, (x, y), threat, attack="pgd", steps=p["pgd_steps"], restarts=p["pgd_restarts"],
+                               batch_size=p["batch_size"], device=device, seed=_seed(ctx, "robustness"), progress=False)
+        entry = {"clean_accuracy": r["clean_accuracy"], "robust_accuracy": r["robust_accuracy"],
+                 "mean_norm": r.get("mean_norm"), "n": r.get("n", len(x))}
+        if p["autoattack"]:
+            k = min(p["autoattack_n"], len(x))
+            try:
+                ra = ev.robust_accuracy(model, (x[:k], y[:k]), threat, attack="autoattack", batch_size=p["batch_size"],
+                                        device=device, seed=_seed(ctx, "robustness"), progress=False,
+                                        attacks=p["autoattack_attacks"], steps=p["autoattack_steps"],
+                                        n_target_classes=p["autoattack_targets"])
+                entry["autoattack"] = {"robust_accuracy": ra["robust_accuracy"], "clean_accuracy": ra["clean_accuracy"],
+                                       "per_attack": ra.get("per_attack"), "n": k}
+            except NotMeasured as e:
+                entry["autoattack"] = {"status": "not_measured", "reason": str(e)}
+        curve = []
+        for eps in p["eps_grid"]:
+            t = make_threat(p["threat"]["norm"], eps)
+            re_ = ev.robust_accuracy(model, (x, y), t, attack="pgd", steps=p["pgd_steps"], restarts=1,
+                                     batch_size=p["batch_size"], device=device, seed=_seed(ctx, "robustness"), progress=False)
+            curve.append([float(eps), re_["robust_accuracy"]])
+        if curve:
+            entry["eps_curve"] = curve
+        out_models[name] = entry
+    figures = {"accuracy": _plot_accuracy(out_models, ctx.out / "accuracy.png", p)}
+    if any("eps_curve" in m for m in out_models.values()):
+        figures["eps_curve"] = _plot_eps_curve(out_models, ctx.out / "eps_curve.png", p)
+    return {"n": len(x), "autoattack_n": min(p["autoattack_n"], len(x)) if p["autoattack"] else 0,
+            "threat": p["threat"], "pgd": {"steps": p["pgd_steps"], "restarts": p["pgd_restarts"]},
+            "models": out_models, "figures": figures,
+            "captions": {"accuracy": "Clean accuracy, PGD robust accuracy and the ensemble's robust accuracy.",
+                         "eps_curve": "PGD robust accuracy against eps."}}
+
+
+class _FallbackEvaluate:
+    """Used only while ``robustlens.attacks.evaluate`` is missing: PGD through
+    ``robustlens.attacks.pgd``; the ensemble is then reported as not run."""
+
+    def __init__(self, attacks: Any) -> None:
+        from robustlens.attacks.pgd import pgd
+
+        self.pgd = pgd
+
+    def robust_accuracy(self, model, xy, threat, attack="pgd", steps=20, restarts=1, batch_size=250, device=None, seed=0, **kw):
+        import torch
+
+        if attack != "pgd":
+            raise NotMeasured(f"{attack}: robustlens.attacks.evaluate is not available")
+        x, y = xy
+        clean = rob = 0
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            with torch.no_grad():
+                clean += int((model(xb).argmax(1) == yb).sum())
+            xa = self.pgd(model, xb, yb, threat, steps=steps, restarts=restarts, generator=torch.Generator().manual_seed(seed + i))
+            with torch.no_grad():
+                rob += int((model(xa).argmax(1) == yb).sum())
+        return {"clean_accuracy": clean / len(x), "robust_accuracy": rob / len(x), "n": len(x)}
+
+
+def torch_generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _plot_accuracy(models: dict, path: Path, p: dict) -> str:
+    plt = _plt()
+    names = list(models)
+    cats = ["clean", f"PGD-{p['pgd_steps']}"] + (["ensemble"] if p["autoattack"] else [])
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    w = 0.8 / len(names)
+    for j, n in enumerate(names):
+        m = models[n]
+        vals = [m["clean_accuracy"], m["robust_accuracy"]] + ([m.get("autoattack", {}).get("robust_accuracy", float("nan"))] if p["autoattack"] else [])
+        xs = [i + j * w for i in range(len(cats))]
+        ax.bar(xs, vals, w, label=n)
+        for xv, v in zip(xs, vals):
+            ax.text(xv, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+    ax.set_xticks([i + w * (len(names) - 1) / 2 for i in range(len(cats))], cats)
+    ax.set(ylim=(0, 1.08), ylabel="accuracy", title=f"{p['threat']['norm']} eps={p['threat']['eps']}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def _plot_eps_curve(models: dict, path: Path, p: dict) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for n, m in models.items():
+        c = m.get("eps_curve") or []
+        ax.plot([a for a, _ in c], [b for _, b in c], marker="o", label=n)
+    ax.set(xlabel="eps", ylabel="PGD accuracy", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def stage_transforms(ctx: StageContext) -> dict:
+    """Accuracy under blur, median, reversal, stylisation, silhouettes, edges (Sec. 4.1; Chen et al.)."""
+    ev = require("robustlens.probes.evaluate", "transformations")
+    from robustlens.probes.transforms import get_probe
+
+    p = ctx.params
+    spec = _spec(ctx)
+    sub = eval_subset(ctx.shared, p["n"])
+    probes = [
+        get_probe("blur").with_params(levels=p["blur_sigmas"], kernel_size=p["blur_kernel"]),
+        get_probe("median").with_params(levels=list(range(0, p["median_repeats"] + 1)), kernel_size=p["median_kernel"]),
+    ]
+    for flag, pname in (("reversal", "invert"), ("greyscale", "greyscale"), ("stylise", "stylize")):
+        if p[flag]:
+            probes.append(get_probe(pname))
+    skipped = []
+    for flag, pname in (("silhouettes", "silhouette"), ("edges", "edges")):
+        if p[flag]:
+            if sub.masks is None and pname == "silhouette":
+                skipped.append(f"{pname} (the data has no masks)")
+            else:
+                probes.append(get_probe(pname))
+    models = {n: load_model(ctx, n) for n in analysis_models(spec)}
+    data = load_data(ctx.shared)
+    pool = data["train"].head(min(512, len(data["train"])))
+    rows = ev.evaluate_probes(models, sub, probes, batch_size=p["batch_size"], device=_device(ctx),
+                              style_pool=pool.images, pool_labels=pool.labels, seed=_seed(ctx, "transforms"))
+    out: dict[str, dict] = {}
+    for name in models:
+        mine = [r for r in rows if r["model"] == name]
+        entry: dict[str, Any] = {}
+        for r in mine:
+            if r["probe"] == "clean":
+                entry["clean"] = r["top1"]
+            elif r["level"] is None:
+                entry[r["probe"]] = r["top1"]
+            else:
+                c = entry.setdefault(r["probe"], {"level_name": r["level_name"], "levels": [], "accuracy": []})
+                c["levels"].append(r["level"])
+                c["accuracy"].append(r["top1"])
+        out[name] = entry
+    ev.plot_curves(rows, ctx.out / "curves.png")
+    figures = {"curves": "curves.png", "examples": _probe_examples(sub, probes, pool, ctx.out / "examples.png", _seed(ctx, "transforms"))}
+    single = [pr.name for pr in probes if pr.level_name is None]
+    header = ["model", "clean"] + single
+    table_rows = [[n, out[n].get("clean")] + [out[n].get(s) for s in single] for n in models]
+    curve_tabs = {}
+    for pname in ("blur", "median"):
+        lv = out[next(iter(models))][pname]["levels"]
+        curve_tabs[f"{pname} ({out[next(iter(models))][pname]['level_name']})"] = {
+            "header": ["model"] + [str(v) for v in lv], "rows": [[n] + out[n][pname]["accuracy"] for n in models]}
+    return {
+        "n": len(sub), "blur_kernel": p["blur_kernel"], "median_kernel": p["median_kernel"], "models": out,
+        "skipped": skipped, "rows": rows,
+        "summary": f"Top-1 accuracy on {len(sub)} test images under each transformation (Gaussian blur kernel {p['blur_kernel']}, "
+                   f"median kernel {p['median_kernel']} applied 0..{p['median_repeats']} times)."
+                   + (f" Skipped: {', '.join(skipped)}." if skipped else ""),
+        "tables": {"single-level transformations (top-1)": {"header": header, "rows": table_rows}, **curve_tabs},
+        "figures": figures,
+        "captions": {"curves": "Accuracy against blur sigma and median repeats; bars: reversal, stylisation, silhouettes, edges.",
+                     "examples": "One test image under each transformation."},
+    }
+
+
+def _probe_examples(sub, probes, pool, path: Path, seed: int) -> str:
+    import torch
+
+    from robustlens.explain.render import image_grid
+    from robustlens.probes.transforms import ProbeContext
+
+    x = sub.float(slice(0, 1))
+    ims, labels = [x[0]], ["clean"]
+    for pr in probes:
+        levels = pr.levels if pr.level_name is not None else (None,)
+        if pr.level_name is not None and len(levels) > 3:
+            levels = (levels[len(levels) // 2], levels[-1])
+        for lv in levels:
+            c = ProbeContext(masks=None if sub.masks is None else sub.masks[:1], labels=sub.labels[:1],
+                             style_pool=pool.images, pool_labels=pool.labels, generator=torch.Generator().manual_seed(seed))
+            ims.append(pr.apply(x, lv, c)[0].clamp(0, 1))
+            labels.append(pr.name if lv is None else f"{pr.name} {lv}")
+    return image_grid(torch.stack(ims), path, ncol=min(8, len(ims)), labels=labels).name
+
+
+# ----------------------------------------------------------------------------- bias
+
+
+def stage_bias(ctx: StageContext) -> dict:
+    """Shape / texture / colour bias on cue-conflict images (model-vs-human definition:
+    shape hits / (shape hits + texture hits) over images whose cues disagree; Geirhos et al.
+    2019), and optionally a sweep over texture contrast."""
+    data = load_data(ctx.shared)
+    if "conflict" not in data or data["conflict"].factors is None:
+        raise NotMeasured("cue-conflict bias needs a data set with a cue-conflict split (the procedural set)")
+    p = ctx.params
+    spec = _spec(ctx)
+    conflict = data["conflict"].head(min(p["n"], len(data["conflict"])))
+    models = {n: load_model(ctx, n) for n in analysis_models(spec)}
+    try:
+        pb = require("robustlens.probes.bias", "bias")
+        out = {n: pb.model_bias(m, conflict, device=_device(ctx)) for n, m in models.items()}
+    except NotMeasured:
+        out = {n: cue_conflict_bias(m, conflict, _device(ctx)) for n, m in models.items()}
+    sweep = {}
+    figures = {}
+    if p["contrast_grid"]:
+        from robustlens.data import load
+
+        for c in p["contrast_grid"]:
+            opts = {**spec.data.options, "contrast": float(c), "n_conflict": len(conflict)}
+            cs = load(spec.data.source, split="conflict", size=spec.data.size or None, **opts)
+            for n, m in models.items():
+                sweep.setdefault(n, []).append([float(c), cue_conflict_bias(m, cs, _device(ctx))["shape_bias"]])
+        figures["contrast"] = _plot_sweep(sweep, ctx.out / "contrast_sweep.png")
+    figures["bias"] = _plot_bias(out, ctx.out / "bias.png")
+    return {"n": len(conflict), "models": out, "contrast_sweep": sweep, "figures": figures,
+            "summary": "Shape bias = shape hits / (shape hits + texture hits) on cue-conflict images whose shape and texture "
+                       "classes differ; colour bias likewise with colour (images whose colour class differs from the shape).",
+            "captions": {"bias": "Shape, texture and colour bias.", "contrast": "Shape bias against texture contrast."}}
+
+
+def cue_conflict_bias(model, conflict, device) -> dict:
+    """Shape, texture and colour bias (model-vs-human: cue hits / (shape hits + cue hits))."""
+    import torch
+
+    x = conflict.float()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + 500].to(device)).argmax(1).cpu() for i in range(0, len(x), 500)])
+    shape = conflict.factor("shape")
+    out: dict[str, Any] = {"n": len(conflict), "accuracy_on_label": float((pred == conflict.labels).float().mean())}
+    for cue in ("texture", "colour"):
+        if cue not in conflict.factor_names:
+            continue
+        f = conflict.factor(cue)
+        keep = f != shape
+        sh = int((pred[keep] == shape[keep]).sum())
+        ch = int((pred[keep] == f[keep]).sum())
+        out[f"{cue}_hits"] = ch
+        out[f"shape_hits_vs_{cue}"] = sh
+        out[f"n_{cue}_conflict"] = int(keep.sum())
+        out[f"{cue}_bias"] = ch / (sh + ch) if sh + ch else None
+        if cue == "texture":
+            out["shape_bias"] = sh / (sh + ch) if sh + ch else None
+    return out
+
+
+def _plot_bias(out: dict, path: Path) -> str:
+    plt = _plt()
+    cats = ["shape_bias", "texture_bias", "colour_bias"]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    w = 0.8 / len(out)
+    for j, (n, m) in enumerate(out.items()):
+        vals = [m.get(c) if m.get(c) is not None else float("nan") for c in cats]
+        ax.bar([i + j * w for i in range(len(cats))], vals, w, label=n)
+    ax.set_xticks([i + w * (len(out) - 1) / 2 for i in range(len(cats))], [c.replace("_", " ") for c in cats])
+    ax.set(ylim=(0, 1.02), title="cue-conflict bias")
+    ax.legend()
+    return _save(fig, path)
+
+
+def _plot_sweep(sweep: dict, path: Path) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for n, pts in sweep.items():
+        ax.plot([a for a, _ in pts], [b if b is not None else float("nan") for _, b in pts], marker="o", label=n)
+    ax.set(xlabel="texture contrast", ylabel="shape bias", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+def first_layer_stats(model) -> dict:
+    """Mean |w| of the first convolution (main paper Sec. 4.1: ADV's are smaller) and the share
+    of each filter's spectral energy above half the Nyquist radius, zero-padded to 16x16
+    (Chen et al.: ADV filters are smoother), averaged over filters."""
+    import torch
+
+    w = model.first_conv.weight.detach().float().cpu()
+    w0 = w - w.mean(dim=(2, 3), keepdim=True)
+    spec = torch.fft.fftshift(torch.fft.fft2(w0, s=(16, 16)), dim=(-2, -1)).abs() ** 2
+    fy = torch.fft.fftshift(torch.fft.fftfreq(16)).view(-1, 1)
+    fx = torch.fft.fftshift(torch.fft.fftfreq(16)).view(1, -1)
+    high = ((fy**2 + fx**2).sqrt() > 0.25).float()
+    e = spec.sum(dim=(1, 2, 3))
+    hf = (spec * high).sum(dim=(1, 2, 3)) / e.clamp_min(1e-12)
+    tv = (w[..., 1:, :] - w[..., :-1, :]).abs().sum(dim=(1, 2, 3)) + (w[..., :, 1:] - w[..., :, :-1]).abs().sum(dim=(1, 2, 3))
+    tv = tv / w.abs().sum(dim=(1, 2, 3)).clamp_min(1e-12)
+    return {"first_layer_norm": float(w.abs().mean()), "first_layer_hf": float(hf.mean()), "first_layer_tv": float(tv.mean()),
+            "filters": int(w.shape[0]), "kernel": list(w.shape[2:])}
+
+
+def stage_neurons(ctx: StageContext) -> dict:
+    """Neuron analysis (Chen et al. 2020): smoothness of first-layer filters (total variation,
+    high-frequency share; plus the main paper's mean |w|) and concept selectivity of channels
+    at ``layers`` on the procedural set's factors (shape / texture / colour): how many concepts
+    a channel responds to is the measure of simplicity."""
+    neu = require("robustlens.probes.neurons", "neuron analysis")
+    p = ctx.params
+    spec = _spec(ctx)
+    models = {n: load_model(ctx, n) for n in analysis_models(spec)}
+    sub = eval_subset(ctx.shared, p["n"])
+    notes = []
+    data_for = sub if sub.factors is not None and sub.factor_names else None
+    if data_for is None:
+        notes.append("the data has no factor labels: concept selectivity not measured")
+    raw = {n: neu.analyse_model(m, data_for, layers=p["layers"] or None, device=_device(ctx)) for n, m in models.items()}
+    out = {}
+    for n, r in raw.items():
+        fl = r["first_layer"]
+        entry = {**first_layer_stats(models[n]), "first_layer_tv": fl.get("tv_mean"), "first_layer_hf": fl.get("hf_share_mean"),
+                 "first_layer_smoothness": fl}
+        layers = {}
+        tot, cnt = 0.0, 0
+        for layer, lr in (r.get("layers") or {}).items():
+            summ = lr["summary"]
+            layers[layer] = {"summary": summ, "n_concepts": lr["n_concepts"], "best_factor": lr["best_factor"]}
+            tot += summ["mean_concepts"] * summ["channels"]
+            cnt += summ["channels"]
+        if layers:
+            entry["layers"] = layers
+            entry["concepts_per_channel"] = tot / cnt if cnt else None
+        out[n] = entry
+    neu.plot_neurons(raw, ctx.out / "neurons.png")
+    rows = [[n, o["first_layer_norm"], o["first_layer_hf"], o["first_layer_tv"], o.get("concepts_per_channel", "not measured")]
+            for n, o in out.items()]
+    table2 = [[r["model"], r["layer"], r.get("mean_concepts", ""), r.get("share_no_concept", "")]
+              + [r.get(f"best_{f}", "") for f in ("shape", "texture", "colour")] for r in neu.compare_summary(raw) if "mean_concepts" in r]
+    tables = {"first-layer filters and channels": {"header": ["model", "mean |w|", "high-freq share", "TV / L1", "concepts/channel"], "rows": rows}}
+    if table2:
+        tables["channels per layer"] = {"header": ["model", "layer", "mean concepts", "share with no concept",
+                                                   "best: shape", "best: texture", "best: colour"], "rows": table2}
+    return {"n": len(sub), "models": out, "notes": notes, "tables": tables,
+            "summary": "First-layer filters: mean |w| (main paper: ADV's are smaller), share of spectral energy beyond half "
+                       "the Nyquist frequency and total variation / L1 (Chen et al.: ADV's are smoother); channels: number of "
+                       "concepts (factor values whose mean activation exceeds the channel's mean + 1 std) and the factor "
+                       "(eta squared) that explains each channel best." + (" " + " ".join(notes) if notes else ""),
+            "figures": {"neurons": "neurons.png"},
+            "captions": {"neurons": "Filter smoothness, concepts per channel and the factor that explains each channel best."}}
+
+
+def _mean_concepts(sel: Any) -> float | None:
+    if isinstance(sel, dict):
+        for k in ("concepts_per_channel", "mean_concepts", "mean_concepts_per_channel"):
+            if isinstance(sel.get(k), (int, float)):
+                return float(sel[k])
+        vals = [_mean_concepts(v) for v in sel.values() if isinstance(v, dict)]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+    return None
+
+
+# ----------------------------------------------------------------------------- saliency
+
+
+def _random_model(ctx: StageContext, like: str = "std"):
+    """A randomly initialised model of the STD model's architecture (the main paper's App. A baseline)."""
+    import torch
+
+    from robustlens.models import create
+
+    ref = load_model(ctx, like)
+    torch.manual_seed(_seed(ctx, "saliency"))
+    kwargs = {}
+    if getattr(ref, "arch", "") == "small_cnn":
+        kwargs = {"width": ref.first_conv.out_channels, "in_channels": ref.first_conv.in_channels}
+    m = create(ref.arch, num_classes=ref.num_classes, **kwargs)
+    m.normalize.set(ref.normalize.mean.flatten().tolist(), ref.normalize.std.flatten().tolist())
+    return m.to(_device(ctx)).eval()
+
+
+def _method_opts(method: str, p: dict, seed: int) -> dict:
+    import torch
+
+    if method == "smoothgrad":
+        return {"n_samples": p.get("smoothgrad_samples", 50), "noise_level": p.get("smoothgrad_sigma", 0.2),
+                "generator": torch.Generator().manual_seed(seed)}
+    if method in ("ig", "ig_path_average"):
+        return {"steps": p.get("ig_steps", 50)}
+    return {}
+
+
+def object_energy(maps, masks) -> list[float]:
+    """Share of each map's absolute saliency (summed over channels) inside the object mask."""
+    a = maps.abs().sum(1)
+    m = masks.to(a.dtype)
+    return ((a * m).sum(dim=(1, 2)) / a.sum(dim=(1, 2)).clamp_min(1e-12)).tolist()
+
+
+def stage_saliency(ctx: StageContext) -> dict:
+    """Saliency grids, methods x models (STD, ADV, random), main paper Fig. 2 and App. A."""
+    sal = require("robustlens.explain.saliency", "saliency")
+    from robustlens.explain.render import saliency_grid
+
+    p = ctx.params
+    spec = _spec(ctx)
+    device = _device(ctx)
+    sub = eval_subset(ctx.shared, p["n"])
+    x, y = sub.float(device=device), sub.labels.to(device)
+    models = {n: load_model(ctx, n) for n in analysis_models(spec)}
+    if p["random_model"]:
+        models["random"] = _random_model(ctx)
+    maps: dict[str, dict[str, Any]] = {}
+    for mi, (n, m) in enumerate(models.items()):
+        for method in p["methods"]:
+            maps.setdefault(method, {})[n] = sal.saliency(m, x, y, method=method, **_method_opts(method, p, _seed(ctx, "saliency") + mi)).detach().cpu()
+    figures, captions = {}, {}
+    labels = [sub.classes[int(c)] for c in sub.labels]
+    for method, per in maps.items():
+        f = f"grid_{method}.png"
+        saliency_grid(x.cpu(), {f"{method} / {n}": v for n, v in per.items()}, ctx.out / f, mode="signed", row_labels=labels,
+                      title=f"{method}: " + " vs ".join(per))
+        figures[f"grid_{method}"] = f
+        captions[f"grid_{method}"] = f"{method}: rows = test images, columns = models (display clipped at 3 std)."
+    energy: dict[str, dict[str, float]] = {}
+    if sub.masks is not None:
+        for method, per in maps.items():
+            for n, v in per.items():
+                e = object_energy(v, sub.masks)
+                energy.setdefault(n, {})[method] = sum(e) / len(e)
+    rows = [[n] + [energy[n].get(mm) for mm in p["methods"]] for n in energy]
+    out = {"n": len(sub), "methods": p["methods"], "models": list(models), "object_energy": energy,
+           "summary": "Share of each map's |saliency| that falls inside the object's mask (higher: the map follows the object, "
+                      "not the background or fine texture)." if energy else "The data has no masks: object energy not measured.",
+           "figures": figures, "captions": captions}
+    if rows:
+        out["tables"] = {"share of |saliency| on the object": {"header": ["model"] + p["methods"], "rows": rows}}
+    return out
+
+
+# ----------------------------------------------------------------------------- featvis
+
+
+def stage_featvis(ctx: StageContext) -> dict:
+    """First-layer filter grids and deeper channels by gradient ascent (Erhan et al. 2009; main Fig. 3-4)."""
+    import torch
+
+    from robustlens.explain.render import image_grid
+
+    p = ctx.params
+    spec = _spec(ctx)
+    models = {n: load_model(ctx, n) for n in analysis_models(spec)}
+    figures, captions, notes = {}, {}, []
+    for n, m in models.items():
+        w = m.first_conv.weight.detach().float().cpu()
+        if w.shape[1] == 3:
+            lo, hi = w.amin(dim=(1, 2, 3), keepdim=True), w.amax(dim=(1, 2, 3), keepdim=True)
+            # One common scale across models would hide the shapes; per-filter min-max as Lucid does.
+            vis = (w - lo) / (hi - lo).clamp_min(1e-12)
+            f = f"filters_{n}.png"
+            image_grid(vis, ctx.out / f, ncol=min(16, w.shape[0]), title=f"{n}: first-layer filters", cell=0.6)
+            figures[f"filters_{n}"] = f
+            captions[f"filters_{n}"] = f"{n}: first-layer filters (each min-max scaled)."
+    channels: dict[str, Any] = {}
+    try:
+        fv = require("robustlens.explain.featvis", "deeper-channel visualisation")
+    except NotMeasured as e:
+        fv = None
+        notes.append(str(e))
+    if fv is not None:
+        from robustlens.explain.saliency import last_conv_name
+
+        for n, m in models.items():
+            layers = p["layers"] or [last_conv_name(m)]
+            for layer in layers:
+                chans = list(range(min(p["channels"], _layer_channels(m, layer))))
+                imgs = _visualise(fv, m, layer, chans, p, _device(ctx), size=load_data(ctx.shared)["train"].resolution[0])
+                f = f"channels_{n}_{layer.replace('.', '_')}.png"
+                image_grid(imgs.cpu(), ctx.out / f, ncol=min(8, len(chans)), labels=[str(c) for c in chans],
+                           title=f"{n}: {layer}, channels 0..{len(chans) - 1}")
+                figures[f"channels_{n}_{layer}"] = f
+                captions[f"channels_{n}_{layer}"] = f"{n}: inputs maximising channels of {layer} (gradient ascent, {p['steps']} steps)."
+                channels.setdefault(n, {})[layer] = {"channels": chans, "hf_share": _hf_share(imgs)}
+    return {"models": list(models), "channels": channels, "notes": notes, "figures": figures, "captions": captions,
+            "summary": " ".join(notes)}
+
+
+def _layer_channels(model, layer: str) -> int:
+    from robustlens.explain.saliency import find_layer
+
+    mod = find_layer(model, layer)
+    return int(getattr(mod, "out_channels", getattr(mod, "num_features", 8)))
+
+
+def _visualise(fv, model, layer: str, chans: list[int], p: dict, device, size: int):
+    fn = getattr(fv, "visualize_channels", None)
+    if fn is None:
+        raise NotMeasured("robustlens.explain.featvis has no visualize_channels()")
+    return fn(model, layer, chans, size=size, steps=p["steps"], seed=p["seed"])
+
+
+def _hf_share(imgs) -> float:
+    import torch
+
+    x = imgs.float() - imgs.float().mean(dim=(2, 3), keepdim=True)
+    h, w = x.shape[-2:]
+    spec = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs() ** 2
+    fy = torch.fft.fftshift(torch.fft.fftfreq(h)).view(-1, 1)
+    fx = torch.fft.fftshift(torch.fft.fftfreq(w)).view(1, -1)
+    high = ((fy**2 + fx**2).sqrt() > 0.25).float()
+    return float(((spec * high).sum() / spec.sum().clamp_min(1e-12)))
+
+
+# ----------------------------------------------------------------------------- sanity
+
+
+def stage_sanity(ctx: StageContext) -> dict:
+    """Cascading parameter randomisation (Adebayo et al. 2018; main App. A) on random, STD and
+    ADV models: similarity of each map to the original as layers are randomised top down."""
+    san = require("robustlens.explain.sanity", "sanity checks")
+    p = ctx.params
+    spec = _spec(ctx)
+    sub = eval_subset(ctx.shared, p["n"])
+    device = _device(ctx)
+    x, y = sub.float(device=device), sub.labels.to(device)
+    models = {n: load_model(ctx, n) for n in analysis_models(spec)}
+    orders = ["top_down"] + (["independent"] if p["independent"] else [])
+    curves: dict[str, dict] = {}
+    figures, captions = {}, {}
+    for order in orders:
+        for method in p["methods"]:
+            opts = _method_opts(method, {}, _seed(ctx, "sanity"))
+            opts.pop("generator", None)
+            raw = san.sanity_curves(models, x, y, methods=[method], order=order, seed=_seed(ctx, "sanity"), **opts)
+            for n, per in raw.items():
+                for meth, r in per.items():
+                    key = meth if order == "top_down" else f"{meth} ({order})"
+                    curves.setdefault(n, {})[key] = {"layers": list(r["layers"]),
+                                                     **{m: list(v["mean"]) for m, v in r["metrics"].items()}}
+        f = f"sanity_{order}.png"
+        figures[f"curves_{order}"] = _plot_sanity({n: {k: v for k, v in per.items() if (order == "top_down") == ("(" not in k)}
+                                                   for n, per in curves.items()}, ctx.out / f)
+        captions[f"curves_{order}"] = (f"{order.replace('_', '-')} randomisation: similarity of the map to the original "
+                                       "after each layer is randomised (left: first = original).")
+    return {"n": len(sub), "methods": p["methods"], "orders": orders, "curves": curves, "figures": figures,
+            "summary": "Similarity between the saliency map of the trained model and that of the model with its layers "
+                       "randomised one after another (Spearman rank correlation of |map| and of the signed map, SSIM, HOG); "
+                       "1 = unchanged, 0 = unrelated. A method that passes the check loses similarity as layers are randomised.",
+            "captions": captions}
+
+
+def _plot_sanity(curves: dict, path: Path) -> str:
+    plt = _plt()
+    metrics = [k for k in ("spearman_abs", "spearman", "ssim", "hog") if any(k in c for per in curves.values() for c in per.values())]
+    metrics = metrics or ["spearman_abs"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), squeeze=False)
+    for ax, met in zip(axes[0], metrics):
+        for n, per in curves.items():
+            for method, c in per.items():
+                if met in c:
+                    ax.plot(range(len(c[met])), c[met], marker="o", label=f"{n} / {method}")
+                    if c.get("layers"):
+                        ax.set_xticks(range(len(c["layers"])), [str(v)[-12:] for v in c["layers"]], rotation=60, fontsize=6)
+        ax.set(title=met, xlabel="layers randomised (top down)", ylim=(-0.1, 1.05))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- localisation
+
+
+def stage_localisation(ctx: StageContext) -> dict:
+    """Weak localisation from saliency: box IoU >= 0.5 accuracy and pointing game (Aggarwal et al.)."""
+    loc = require("robustlens.explain.localize", "localisation")
+    p = ctx.params
+    spec = _spec(ctx)
+    sub = eval_subset(ctx.shared, p["n"])
+    if sub.boxes is None:
+        raise NotMeasured("localisation needs ground-truth boxes (the procedural set has them)")
+    fn = getattr(loc, "evaluate_localization", None) or getattr(loc, "evaluate_localisation", None)
+    if fn is None:
+        raise NotMeasured("robustlens.explain.localize has no evaluate_localization()")
+    out = {}
+    for n in analysis_models(spec):
+        r = fn(load_model(ctx, n), sub, method=p["method"], device=_device(ctx))
+        out[n] = {k: v for k, v in dict(r).items() if isinstance(v, (int, float, str, list))}
+    return {"n": len(sub), "method": p["method"], "models": out, "figures": {}}
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def stage_generation(ctx: StageContext) -> dict:
+    """Large-eps targeted L2 PGD towards each class; the share an independent judge assigns to
+    the target (perceptually aligned gradients; Santurkar et al. 2019, Aggarwal et al.)."""
+    gen = require("robustlens.explain.generate", "generation")
+    fn = getattr(gen, "generate", None)
+    if fn is None:
+        raise NotMeasured("robustlens.explain.generate has no generate()")
+    p = ctx.params
+    spec = _spec(ctx)
+    if not p["judge"]:
+        raise NotMeasured("generation needs an independent judge model: set stages.generation.judge to a model of [models]")
+    judge = load_model(ctx, p["judge"])
+    sub = eval_subset(ctx.shared, p["n"])
+    k = sub.num_classes
+    import torch
+
+    targets = (sub.labels + 1 + torch.arange(len(sub)) % max(1, k - 1)) % k
+    out, figures = {}, {}
+    from robustlens.explain.render import image_grid
+
+    for n in ("std", "adv"):
+        m = load_model(ctx, n)
+        x = fn(m, sub.float(device=_device(ctx)), targets.to(_device(ctx)), eps=p["eps"], steps=p["steps"],
+               generator=torch.Generator().manual_seed(_seed(ctx, "generation")))
+        x = x[0] if isinstance(x, tuple) else x
+        with torch.no_grad():
+            self_hit = float((m(x).argmax(1).cpu() == targets).float().mean())
+            judge_hit = float((judge(x).argmax(1).cpu() == targets).float().mean())
+        out[n] = {"target_success": self_hit, "judge_agreement": judge_hit}
+        f = f"generated_{n}.png"
+        image_grid(x[:16].cpu(), ctx.out / f, ncol=8, labels=[sub.classes[int(t)] for t in targets[:16]], title=f"{n}: targeted L2 eps={p['eps']}")
+        figures[f"generated_{n}"] = f
+    return {"n": len(sub), "eps": p["eps"], "steps": p["steps"], "judge": p["judge"], "models": out, "figures": figures}
+
+
+# ----------------------------------------------------------------------------- transfer / construct
+
+
+def stage_transfer(ctx: StageContext) -> dict:
+    """Late fusion of STD/ADV backbones (main paper Sec. 4.2, Fig. 9)."""
+    fus = require("robustlens.transfer.fusion", "transfer")
+    fn = getattr(fus, "run_study_table", None) or getattr(fus, "fusion_table", None)
+    if fn is None:
+        raise NotMeasured("robustlens.transfer.fusion has no fusion_table()")
+    raise NotMeasured("transfer integration pending")
+
+
+def stage_construct(ctx: StageContext) -> dict:
+    """Robust and non-robust data sets (Ilyas et al. 2019)."""
+    require("robustlens.transfer.construct", "constructed data sets")
+    raise NotMeasured("construct integration pending")
+
+
+# ----------------------------------------------------------------------------- the DAG
+
+
+_IMPL_FILES = {
+    "robustness": ("attacks/evaluate.py", "attacks/pgd.py", "attacks/apgd.py"),
+    "transforms": ("probes/evaluate.py",),
+    "bias": ("probes/bias.py",),
+    "neurons": ("probes/neurons.py",),
+    "saliency": ("explain/saliency.py",),
+    "featvis": ("explain/featvis.py",),
+    "sanity": ("explain/sanity.py",),
+    "localisation": ("explain/localize.py",),
+    "generation": ("explain/generate.py",),
+    "transfer": ("transfer/fusion.py",),
+    "construct": ("transfer/construct.py",),
+}
+
+
+def implementations(stage: str) -> list[str]:
+    """Which of the modules a stage can use are present (file checks, no imports): part of
+    the stage's hash, so a stage reruns when a module it was missing becomes available."""
+    import robustlens
+
+    root = Path(robustlens.__file__).parent
+    return [f for f in _IMPL_FILES.get(stage, ()) if (root / f).exists()]
+
+
+def build_stages(spec: Spec) -> list[StageDef]:
+    """The stage DAG for ``spec`` (disabled stages are left out)."""
+    sd = dataclasses.asdict
+    threat = {"norm": spec.threat.norm, "eps": parse_eps(spec.threat.eps, name="threat.eps")}
+    data_params = {"data": sd(spec.data), "seed": spec.seed}
+    stages = [StageDef("data", stage_data, data_params, (), "data")]
+    train_names = []
+    for name, m in spec.models.items():
+        ms = sd(m)
+        params: dict[str, Any] = {"model": name, "spec": ms, "threat_norm": spec.threat.norm,
+                                  "eps": parse_eps(m.eps, name="eps") if m.eps != "" else threat["eps"]}
+        if m.checkpoint:
+            params["checkpoint_sha256"] = file_sha256(m.checkpoint)
+        stages.append(StageDef(f"train_{name}", stage_train, params, ("data",)))
+        train_names.append(f"train_{name}")
+    analysed = tuple(f"train_{n}" for n in analysis_models(spec))
+    deps = ("data", *analysed)
+    st = spec.stages
+    table = [
+        ("robustness", stage_robustness, {**sd(st.robustness), "threat": threat}, deps),
+        ("transforms", stage_transforms, sd(st.transforms), deps),
+        ("bias", stage_bias, sd(st.bias), deps),
+        ("neurons", stage_neurons, sd(st.neurons), deps),
+        ("saliency", stage_saliency, {**sd(st.saliency), "seed": spec.seed}, deps),
+        ("featvis", stage_featvis, sd(st.featvis), deps),
+        ("sanity", stage_sanity, {**sd(st.sanity), "seed": spec.seed}, deps),
+        ("localisation", stage_localisation, sd(st.localisation), deps),
+        ("generation", stage_generation, {**sd(st.generation), "seed": spec.seed},
+         tuple(dict.fromkeys(("data", "train_std", "train_adv") + ((f"train_{st.generation.judge}",) if st.generation.judge else ())))),
+        ("transfer", stage_transfer, {**sd(st.transfer), "seed": spec.seed}, tuple(train_names)),
+        ("construct", stage_construct, {**sd(st.construct), "seed": spec.seed, "threat": threat}, deps),
+    ]
+    for name, fn, params, d in table:
+        params = dict(params)
+        if not params.pop("enabled", True):
+            continue
+        params["implementations"] = implementations(name)
+        stages.append(StageDef(name, fn, params, tuple(d)))
+    return stages
+
