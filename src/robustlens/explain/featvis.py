@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import sys
 import math
 import os
 from typing import Sequence
@@ -207,7 +208,7 @@ def visualize_channels(
     try:
         from tqdm.auto import tqdm
 
-        for _ in tqdm(range(int(steps)), desc=f"featvis {layer}", disable=not progress, leave=False):
+        for _ in tqdm(range(int(steps)), desc=f"featvis {layer}", disable=not progress or not sys.stderr.isatty(), leave=False):
             x = img()
             if transforms:
                 x = random_transform(x, gen)

@@ -20,6 +20,7 @@ non-robust features rarely transfer; perceptually aligned ones do.
 
 from __future__ import annotations
 
+import sys
 import math
 from typing import Any, Mapping
 
@@ -84,7 +85,7 @@ def generate(
     for s in range(0, len(x0), int(internal_batch_size)):
         xs, ts = x0[s : s + internal_batch_size], t[s : s + internal_batch_size]
         x = xs.clone()
-        for _ in tqdm(range(int(steps)), desc="generate", disable=not progress, leave=False):
+        for _ in tqdm(range(int(steps)), desc="generate", disable=not progress or not sys.stderr.isatty(), leave=False):
             x.requires_grad_(True)
             with torch.enable_grad():
                 loss = F.cross_entropy(model(x), ts, reduction="sum")

@@ -28,6 +28,7 @@ Similarity of each map to the original model's map, per image (Adebayo et al. Se
 
 from __future__ import annotations
 
+import sys
 import copy
 import os
 from pathlib import Path
@@ -225,7 +226,7 @@ def randomization_test(
     from tqdm.auto import tqdm
 
     steps = randomized_models(model, order=order, seed=seed, randomize=randomize)
-    for name, rmodel in tqdm(steps, total=len(parametrised_layers(model)), desc=f"sanity {order}", disable=not progress, leave=False):
+    for name, rmodel in tqdm(steps, total=len(parametrised_layers(model)), desc=f"sanity {order}", disable=not progress or not sys.stderr.isatty(), leave=False):
         maps = fn(rmodel, x, t).detach()
         sims = similarity(maps, ref, metrics)
         names.append(name)
