@@ -96,9 +96,15 @@ def main() -> None:
     ap.add_argument("--out", default="runs/probes_mustshow")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--source", default="trifeature")
+    ap.add_argument("--only", choices=["std", "adv", "eval", "all"], default="all",
+                    help="train one model and stop (run std and adv as two processes), or only evaluate")
+    ap.add_argument("--n-test", type=int, default=1000, help="test images for the probe curves")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--loop", choices=["auto", "private"], default="auto", help="training loop (auto: robustlens.train when present)")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     eps = 8 / 255
     train_set = load(args.source, split="train")
@@ -108,6 +114,8 @@ def main() -> None:
     from safetensors.torch import load_file, save_file
 
     for mode in ("std", "adv"):
+        if args.only in ("std", "adv") and mode != args.only:
+            continue
         path = out / f"{mode}.safetensors"
         t0 = time.time()
         if path.exists():
@@ -118,6 +126,8 @@ def main() -> None:
             models[mode], how[mode] = train_model(mode, train_set, eps, args.epochs, args.loop)
             save_file({k: v.contiguous() for k, v in models[mode].state_dict().items()}, str(path))
         print(f"{mode}: {how[mode]} in {time.time() - t0:.0f}s", flush=True)
+    if args.only in ("std", "adv"):
+        return
     res = {"config": {"source": args.source, "epochs": args.epochs, "eps": eps, "training": how}, "versions": versions()}
     res["clean"] = {m: _acc(models[m], test) for m in models}
     res["fgsm_8_255"] = {m: fgsm_accuracy(models[m], test, eps) for m in models}
@@ -130,14 +140,14 @@ def main() -> None:
         "invert", "greyscale", "lowpass", "highpass", "stylize", "silhouette", "edges",
     ]
     t0 = time.time()
-    rows = evaluate_probes(models, test, probes, batch_size=500, progress=False)
+    rows = evaluate_probes(models, test.head(args.n_test), probes, batch_size=500, progress=False)
     res["probe_seconds"] = time.time() - t0
     res["probes"] = rows
     write_table(rows, out / "probes")
     plot_curves(rows, out / "curves.png")
     plot_curves(rows, out / "blur.png", probes=["blur"])
     plot_curves(rows, out / "median.png", probes=["median"])
-    neur = {m: analyse_model(models[m], test.head(1000)) for m in models}
+    neur = {m: analyse_model(models[m], test.head(min(args.n_test, 1000))) for m in models}
     res["neurons"] = compare_summary(neur)
     plot_neurons(neur, out / "neurons.png")
     write_json_atomic(out / "results.json", res)

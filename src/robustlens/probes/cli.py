@@ -1,0 +1,226 @@
+"""``robustlens probe``: accuracy under transformations, cue-conflict bias and neuron analysis
+for one or more checkpoints, side by side.
+
+    robustlens probe --checkpoint std.safetensors --checkpoint adv.safetensors --name std --name adv \\
+        --data trifeature --split test --probes blur,median,invert,stylize,bias,neurons --out runs/probe
+
+Writes to ``--out``: ``probes.json`` / ``probes.csv`` (model, probe, level, top1, top5, n),
+``curves.png`` (all probes), ``blur.png`` and ``median.png`` where those ran, ``bias.json`` /
+``bias.csv``, ``neurons.json`` / ``neurons.csv`` / ``neurons.png`` and ``probe.json`` (config,
+versions, the file list and the headline numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from robustlens.cli_common import add_data_args, add_device_arg, add_seed_arg, positive_int, resolve_device
+from robustlens.errors import UserError
+
+EXTRA = ("bias", "neurons")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return vals
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from robustlens.probes.transforms import PROBES
+
+    p.add_argument("--checkpoint", action="append", required=True, metavar="PATH", help="a model checkpoint (repeat for several)")
+    p.add_argument("--name", action="append", default=None, help="a display name per checkpoint (repeat, same order)")
+    add_data_args(p)
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--probes", default=",".join(list(PROBES) + list(EXTRA)),
+                   help=f"comma-separated: {', '.join(list(PROBES) + list(EXTRA))} (default: all)")
+    p.add_argument("--out", default="runs/probe", help="output folder (default runs/probe)")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--blur-kernel", type=int, default=7, help="Gaussian kernel size (odd, default 7)")
+    p.add_argument("--blur-sigmas", type=_floats, default=[0, 0.5, 1, 1.5, 2, 2.5, 3], help="sigma grid, e.g. 0,0.5,1")
+    p.add_argument("--median-kernel", type=int, default=3, help="median kernel size (odd, default 3)")
+    p.add_argument("--median-repeats", type=int, default=10, help="apply the median filter 0..N times (default 10)")
+    p.add_argument("--median-mode", default="nearest", help="border mode: nearest (default), reflect or mirror")
+    p.add_argument("--fourier-mask", default="ideal", help="ideal (default) or gaussian")
+    p.add_argument("--lowpass-radii", type=_floats, default=None, help="low-pass radii in units of Nyquist")
+    p.add_argument("--highpass-radii", type=_floats, default=None, help="high-pass radii in units of Nyquist")
+    p.add_argument("--stylize-method", default="fourier", help="fourier (weight-free, default) or adain")
+    p.add_argument("--adain-encoder", default=None, metavar="PATH", help="AdaIN VGG encoder weights (vgg_normalised.pth)")
+    p.add_argument("--adain-decoder", default=None, metavar="PATH", help="AdaIN decoder weights (decoder.pth)")
+    p.add_argument("--style-data", default=None, metavar="SOURCE", help="style pool source (default: the evaluated images, other classes)")
+    p.add_argument("--layers", default=None, help="comma-separated layer names for the neuron analysis (default: up to 4 ReLUs)")
+    p.add_argument("--concept-z", type=float, default=1.0, help="a concept counts when its mean activation exceeds mean + z std")
+    p.add_argument("--featvis", type=int, default=0, metavar="K",
+                   help="also visualise the first K channels of each analysed layer (robustlens.explain.featvis) "
+                        "and measure their smoothness (default 0: first-layer filters only)")
+    p.add_argument("--featvis-steps", type=positive_int, default=128, help="gradient-ascent steps per visualisation")
+    add_device_arg(p)
+    add_seed_arg(p)
+
+
+def _load_model(path: str, device):
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"--checkpoint: {p} not found")
+    from robustlens.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(p, device=device)
+    return model.eval(), meta
+
+
+def _names(args) -> list[str]:
+    ckpts = args.checkpoint
+    if args.name:
+        if len(args.name) != len(ckpts):
+            raise UserError(f"--name: {len(args.name)} names for {len(ckpts)} checkpoints; give one per --checkpoint")
+        names = list(args.name)
+    else:
+        names = [Path(c).stem for c in ckpts]
+    if len(set(names)) != len(names):
+        names = [f"{n}_{i}" for i, n in enumerate(names)]
+    return names
+
+
+def _build_probes(args, selected: list[str]):
+    from robustlens.probes.transforms import get_probe
+
+    out = []
+    for name in selected:
+        p = get_probe(name)
+        if name == "blur":
+            p = p.with_params(levels=args.blur_sigmas, kernel_size=args.blur_kernel)
+        elif name == "median":
+            if args.median_repeats < 0:
+                raise UserError(f"--median-repeats: expected a non-negative integer, got {args.median_repeats}")
+            p = p.with_params(levels=list(range(args.median_repeats + 1)), kernel_size=args.median_kernel, mode=args.median_mode)
+        elif name == "lowpass":
+            p = p.with_params(levels=args.lowpass_radii, mask=args.fourier_mask)
+        elif name == "highpass":
+            p = p.with_params(levels=args.highpass_radii, mask=args.fourier_mask)
+        elif name == "stylize":
+            p = p.with_params(method=args.stylize_method)
+        out.append(p)
+    # validate fixed parameters early (bad kernel sizes, sigmas, modes) with a clear message
+    import torch
+
+    x = torch.rand(1, 3, 8, 8)
+    for p in out:
+        if p.name in ("blur", "median", "lowpass", "highpass"):
+            for lv in p.levels:
+                p.apply(x, lv)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from robustlens.data import load
+    from robustlens.io import versions, write_json_atomic
+    from robustlens.probes.evaluate import evaluate_probes, plot_curves, write_table
+    from robustlens.probes.transforms import PROBES
+
+    t0 = time.time()
+    selected = [s.strip() for s in args.probes.split(",") if s.strip()]
+    valid = list(PROBES) + list(EXTRA)
+    bad = [s for s in selected if s not in valid]
+    if bad or not selected:
+        raise UserError(f"--probes: unknown probe {bad[0] if bad else '(none)'!r}; valid probes: {', '.join(valid)}")
+    device = resolve_device(args.device)
+    names = _names(args)
+    transforms = _build_probes(args, [s for s in selected if s in PROBES])
+    adain = None
+    if any(p.name == "stylize" for p in transforms) and args.stylize_method == "adain":
+        from robustlens.probes.adain import AdaIN
+
+        adain = AdaIN.from_files(args.adain_encoder, args.adain_decoder, device)
+    models: dict[str, Any] = {}
+    metas: dict[str, Any] = {}
+    for name, ck in zip(names, args.checkpoint):
+        models[name], metas[name] = _load_model(ck, device)
+    data = load(args.data, split=args.split, size=args.size, format=args.format)
+    if args.limit:
+        data = data.head(args.limit)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "command": "probe",
+        "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "models": {n: {"checkpoint": c, "arch": metas[n].get("arch") if isinstance(metas[n], dict) else None}
+                   for n, c in zip(names, args.checkpoint)},
+        "data": {"source": str(args.data), "split": args.split, "images": len(data)},
+        "versions": versions(),
+        "files": {},
+    }
+    if transforms:
+        pool = pool_labels = None
+        if args.style_data:
+            sd = load(args.style_data, split="train", size=data.resolution[0])
+            pool, pool_labels = sd.images, None
+        rows = evaluate_probes(models, data, transforms, batch_size=args.batch_size, device=device,
+                               style_pool=pool, pool_labels=pool_labels, adain=adain, seed=args.seed)
+        j, c = write_table(rows, out / "probes")
+        result["files"].update({"probes_json": j.name, "probes_csv": c.name})
+        result["files"]["curves"] = plot_curves(rows, out / "curves.png").name
+        for pname in ("blur", "median"):
+            if any(p.name == pname for p in transforms):
+                result["files"][pname] = plot_curves(rows, out / f"{pname}.png", probes=[pname]).name
+        result["probes"] = rows
+    if "bias" in selected:
+        from robustlens.data.source import is_procedural
+        from robustlens.probes.bias import model_bias
+
+        if data.factors is not None and {"shape", "texture"} <= set(data.factor_names) and args.split == "conflict":
+            conflict = data
+        elif is_procedural(args.data):
+            conflict = load(args.data, split="conflict", size=args.size)
+            if args.limit:
+                conflict = conflict.head(args.limit)
+        else:
+            raise UserError("--probes bias: needs the procedural set's 'conflict' split (--data trifeature...)")
+        bias = [{"model": n, **model_bias(m, conflict, args.batch_size, device)} for n, m in models.items()]
+        write_table(bias, out / "bias")
+        result["files"].update({"bias_json": "bias.json", "bias_csv": "bias.csv"})
+        result["bias"] = bias
+    if "neurons" in selected:
+        from robustlens.probes.neurons import analyse_model, compare_summary, plot_neurons
+
+        layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
+        ndata = data if data.factors is not None and data.factor_names else None
+        from robustlens.probes.neurons import default_layers, get_layer
+
+        res = {}
+        for n, m in models.items():
+            vis = None
+            if args.featvis > 0:
+                from robustlens.explain.featvis import visualize_channels
+
+                vis = {}
+                for layer in layers or default_layers(m):
+                    mod = get_layer(m, layer)
+                    width = getattr(mod, "out_channels", None) or getattr(mod, "num_features", None) or args.featvis
+                    chans = list(range(min(args.featvis, int(width))))
+                    vis[layer] = visualize_channels(m, layer, chans, size=data.resolution[0], steps=args.featvis_steps,
+                                                    seed=args.seed, in_channels=data.channels)
+            res[n] = analyse_model(m, ndata, layers, args.batch_size, device, visualisations=vis, z=args.concept_z)
+        write_json_atomic(out / "neurons.json", res)
+        summary = compare_summary(res)
+        write_table(summary, out / "neurons_summary")
+        result["files"].update({"neurons_json": "neurons.json", "neurons_summary": "neurons_summary.csv",
+                                "neurons_png": plot_neurons(res, out / "neurons.png").name})
+        result["neurons"] = summary
+    result["seconds"] = time.time() - t0
+    write_json_atomic(out / "probe.json", result)
+    print(f"robustlens probe: {len(models)} model(s), {len(data)} images, wrote {out}/probe.json")
+    for r in result.get("bias", []):
+        print(f"  {r['model']}: shape bias {r['shape_bias']:.3f}")
+    torch.set_grad_enabled(True)
+    return 0
