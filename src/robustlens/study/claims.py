@@ -142,26 +142,28 @@ def _reversal(res: dict) -> tuple[dict, bool]:
 def _filters_smaller(res: dict) -> tuple[dict, bool]:
     s = _get(res, "neurons", "models", "std", "first_layer_norm")
     a = _get(res, "neurons", "models", "adv", "first_layer_norm")
-    return {"STD mean |w|": _r(s), "ADV mean |w|": _r(a), "ADV / STD": _r(a / s if s else float("nan"))}, a < s
+    return {"STD mean |w|": _r(s), "ADV mean |w|": _r(a), "ADV / STD": _r(a / s if s else float("nan"))}, a < 0.95 * s
 
 
 def _filters_smoother(res: dict) -> tuple[dict, bool]:
     s = _get(res, "neurons", "models", "std", "first_layer_hf")
     a = _get(res, "neurons", "models", "adv", "first_layer_hf")
-    return {"STD high-freq share": _r(s), "ADV high-freq share": _r(a), "ADV - STD": _r(a - s)}, a < s
+    return {"STD high-freq share": _r(s), "ADV high-freq share": _r(a), "ADV - STD": _r(a - s)}, a - s < -0.02
 
 
 def _simpler_neurons(res: dict) -> tuple[dict, bool]:
     s = _get(res, "neurons", "models", "std", "concepts_per_channel")
     a = _get(res, "neurons", "models", "adv", "concepts_per_channel")
-    return {"STD concepts/channel": _r(s), "ADV concepts/channel": _r(a), "ADV - STD": _r(a - s)}, a < s
+    return {"STD concepts/channel": _r(s), "ADV concepts/channel": _r(a), "ADV - STD": _r(a - s)}, a < 0.95 * s
 
 
 def _saliency_on_object(res: dict) -> tuple[dict, bool]:
     per = _get(res, "saliency", "object_energy")
     s = _get(per, "std")
     a = _get(per, "adv")
-    methods = sorted(set(s) & set(a))
+    # Integrated gradients with the black baseline is zero on the (black) background of the
+    # procedural set by construction, so it cannot tell the models apart here: left out.
+    methods = sorted((set(s) & set(a)) - {"ig"})
     if not methods:
         raise _Missing("saliency/object_energy")
     nums = {}
@@ -248,13 +250,13 @@ CLAIMS: list[Claim] = [
     Claim("reversal", MAIN, "Colour reversal costs both models about the same accuracy (Table 2).",
           "holds if the two accuracy drops differ by <= 0.10", _reversal),
     Claim("filters_smaller", MAIN, "ADV first-layer filters have smaller values (insensitive to weak edges; Fig. 4).",
-          "holds if mean |weight| of the first convolution is smaller for ADV", _filters_smaller),
+          "holds if ADV's mean |weight| of the first convolution is below 0.95 x STD's", _filters_smaller),
     Claim("filters_smoother", CHEN, "ADV first-layer filters detect smoother patterns.",
-          "holds if ADV's share of high-frequency filter energy is smaller", _filters_smoother),
+          "holds if ADV's share of high-frequency filter energy is smaller by > 0.02", _filters_smoother),
     Claim("simpler_neurons", CHEN, "ADV channels are simpler: each responds to fewer concepts.",
-          "holds if ADV's mean number of concepts per channel is smaller", _simpler_neurons),
+          "holds if ADV's mean number of concepts per channel is below 0.95 x STD's", _simpler_neurons),
     Claim("saliency_object", MAIN, "ADV saliency maps are sharper and aligned with the object, not fine texture (Fig. 2).",
-          "share of |saliency| inside the object mask; holds if ADV > STD + 0.02 for most methods", _saliency_on_object),
+          "share of |saliency| inside the object mask; holds if ADV > STD + 0.02 for most methods (IG left out: zero on the black background by construction)", _saliency_on_object),
     Claim("sanity_guided", MAIN, "Guided backprop depends on the model parameters (App. A, against Adebayo et al.).",
           "holds if the rank correlation with the original map falls below 0.5 after cascading randomisation of every layer, for STD and ADV",
           _sanity_guided),

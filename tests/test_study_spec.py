@@ -1,0 +1,132 @@
+"""Study spec: defaults, validation (unknown key with suggestion and line, wrong type, paths)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from robustlens.errors import UserError
+from robustlens.study.spec import DEFAULT_SPEC_PATH, Spec, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_empty_spec_is_the_dataclass_default():
+    assert parse_spec("").to_dict() == Spec().to_dict()
+
+
+def test_embedded_default_and_example_equal_the_dataclass_defaults():
+    assert load_spec(None).to_dict() == Spec().to_dict()
+    assert load_spec(ROOT / "examples" / "trifeature.toml").to_dict() == Spec().to_dict()
+    # Every dataclass field is spelled out in the embedded default.
+    raw = tomllib.loads(DEFAULT_SPEC_PATH.read_text())
+    d = Spec().to_dict()
+    assert set(raw) == set(d) - {"models", "stages"} | {"models", "stages"}
+    for stage, params in d["stages"].items():
+        assert set(raw["stages"][stage]) == set(params), stage
+    for m in ("std", "adv"):
+        assert set(raw["models"][m]) == set(d["models"]["std"])
+
+
+def test_defaults_are_the_papers_setting():
+    s = Spec()
+    assert s.data.source == "trifeature" and s.data.size == 32 and s.data.options["contrast"] == 0.07
+    assert s.models["std"].mode == "std" and s.models["adv"].mode == "fgsm-rs"
+    assert s.threat.norm == "linf" and s.threat.eps == "8/255"
+    assert not s.stages.transfer.enabled and not s.stages.construct.enabled
+
+
+def test_partial_spec_keeps_other_defaults():
+    s = parse_spec('[stages.transforms]\nblur_sigmas = [0, 1]\n[models.adv]\nepochs = 3\n')
+    assert s.stages.transforms.blur_sigmas == [0.0, 1.0]
+    assert s.stages.transforms.median_kernel == 3
+    assert s.models["adv"].epochs == 3 and s.models["adv"].mode == "fgsm-rs"
+
+
+def test_unknown_key_names_table_suggestion_and_line():
+    text = 'name = "x"\n\n[stages.transforms]\nn = 10\nblur_sigma = [1.0]\n'
+    with pytest.raises(UserError) as e:
+        parse_spec(text, "my.toml")
+    msg = str(e.value)
+    assert "my.toml:5" in msg and "'blur_sigma'" in msg and "[stages.transforms]" in msg and "'blur_sigmas'" in msg
+
+
+def test_unknown_table_is_reported_with_its_line():
+    with pytest.raises(UserError) as e:
+        parse_spec('seed = 1\n[stages.robustnes]\nn = 3\n', "s.toml")
+    assert "s.toml:2" in str(e.value) and "'robustness'" in str(e.value)
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(UserError, match=r"s.toml:1: unknown key 'nmae'.*did you mean 'name'"):
+        parse_spec('nmae = "x"\n', "s.toml")
+
+
+@pytest.mark.parametrize(
+    "text, key, expected",
+    [
+        ('[stages.robustness]\nn = "many"\n', "stages.robustness.n", "an integer"),
+        ('[stages.robustness]\nautoattack = 1\n', "stages.robustness.autoattack", "true/false"),
+        ('[stages.transforms]\nblur_sigmas = ["a"]\n', "stages.transforms.blur_sigmas", "a list of a number"),
+        ('[data]\nsize = 3.5\n', "data.size", "an integer"),
+        ('seed = true\n', "seed", "an integer"),
+    ],
+)
+def test_wrong_type_names_key_and_expected_type(text, key, expected):
+    with pytest.raises(UserError) as e:
+        parse_spec(text, "t.toml")
+    assert key in str(e.value) and expected in str(e.value) and "t.toml:" in str(e.value)
+
+
+def test_missing_data_path_fails(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('[data]\nsource = "no/such/cifar.tar.gz"\n')
+    with pytest.raises(UserError, match=r"s.toml:2: data.source: data path 'no/such/cifar.tar.gz' does not exist"):
+        load_spec(p)
+
+
+def test_missing_checkpoint_and_bad_values(tmp_path):
+    with pytest.raises(UserError, match="checkpoint 'nope.safetensors' does not exist"):
+        parse_spec('[models.adv]\ncheckpoint = "nope.safetensors"\n', base_dir=tmp_path)
+    with pytest.raises(UserError, match="did you mean 'fgsm-rs'"):
+        parse_spec('[models.adv]\nmode = "fgsm_rs"\n')
+    with pytest.raises(UserError, match="needs an adversarial mode"):
+        parse_spec('[models.adv]\nmode = "std"\n')
+    with pytest.raises(UserError, match="odd positive kernel"):
+        parse_spec('[stages.transforms]\nmedian_kernel = 4\n')
+    with pytest.raises(UserError, match="unknown method 'guidedbp'"):
+        parse_spec('[stages.saliency]\nmethods = ["guidedbp"]\n')
+    with pytest.raises(UserError, match="8/255"):
+        parse_spec('[threat]\neps = "8//255"\n')
+    with pytest.raises(UserError, match="not valid TOML"):
+        parse_spec("[data\n")
+
+
+def test_classes_mismatch_fails_before_training(tmp_path):
+    from robustlens.study import run_study
+
+    ck = tmp_path / "foreign.safetensors"
+    ck.write_bytes(b"not used: the sidecar is checked first")
+    ck.with_suffix(".json").write_text(json.dumps({"arch": "small_cnn", "num_classes": 3, "classes": ["a", "b", "c"]}))
+    spec = parse_spec(
+        f'name = "mismatch"\nout_dir = "{tmp_path / "runs"}"\n[data]\nn_train = 20\nn_test = 20\n'
+        f'options = {{ contrast = 0.07, n_conflict = 8 }}\n[models.adv]\ncheckpoint = "{ck}"\n',
+        "m.toml",
+    )
+    with pytest.raises(UserError, match=r"models.adv.checkpoint: .*predicts 3 classes but the data has 10"):
+        run_study(spec, stream=open("/dev/null", "w"))
+    stages = [p.name for p in (tmp_path / "runs" / "mismatch" / "stages").iterdir()]
+    assert all(s.startswith("data-") for s in stages), stages  # nothing trained
+
+
+def test_cli_reports_spec_errors_in_one_line(tmp_path, capsys):
+    from robustlens import cli
+
+    p = tmp_path / "bad.toml"
+    p.write_text('[stages.saliency]\nmethod = ["vanilla"]\n')
+    assert cli.main(["study", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.toml:2" in err and "'methods'" in err
