@@ -24,8 +24,12 @@ _TINY = 1e-12
 
 
 def parse_eps(value: str | float | int, *, name: str = "--eps") -> float:
-    """Parse an eps given as a number or a fraction such as ``"8/255"``."""
+    """Parse an eps given as a number (Python, numpy or 0-d tensor) or a fraction ``"8/255"``."""
+    if isinstance(value, bool):
+        raise UserError(f"{name}: expected a number or a fraction like 8/255, got {value!r}")
     if isinstance(value, (int, float)):
+        eps = float(value)
+    elif not isinstance(value, str) and hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0:
         eps = float(value)
     else:
         text = str(value).strip()
@@ -36,7 +40,6 @@ def parse_eps(value: str | float | int, *, name: str = "--eps") -> float:
     if not math.isfinite(eps) or eps < 0:
         raise UserError(f"{name}: expected a finite eps >= 0, got {value!r}")
     return eps
-
 
 
 def _view(scalar: Tensor, like: Tensor) -> Tensor:

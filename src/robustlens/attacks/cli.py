@@ -1,0 +1,136 @@
+"""``robustlens attack``: clean and robust accuracy of a checkpoint under an attack.
+
+    robustlens attack --checkpoint runs/adv/model.safetensors --data trifeature --split test \
+        --threat linf --eps 8/255 --attack pgd --steps 50 --restarts 10 --out results.json
+
+Prints clean and robust accuracy (with a progress bar) and writes JSON with the config,
+per-attack robust accuracy, mean perturbation norm, seconds and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from robustlens.cli_common import add_data_args, add_device_arg, add_seed_arg, positive_int, resolve_device
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a robustlens checkpoint (.safetensors with its .json sidecar)")
+    add_data_args(p)
+    p.add_argument("--split", default="test", help="data split to evaluate (default: test)")
+    p.add_argument("--n", type=positive_int, default=None, help="evaluate only the first N images")
+    p.add_argument("--threat", default="linf", help="threat model: linf, l2 or l1 (default: linf)")
+    p.add_argument("--eps", default="8/255", help="radius of the threat model; fractions like 8/255 work (default 8/255)")
+    p.add_argument(
+        "--attack",
+        default="pgd",
+        help="fgsm, pgd, apgd-ce, apgd-t, apgd-dlr, square or autoattack (default: pgd)",
+    )
+    p.add_argument("--steps", type=_nonneg_int, default=None, help="iterations (default: pgd 10, apgd 100); queries for square use --queries")
+    p.add_argument("--step-size", default=None, help="PGD / FGSM step size (default: pgd 2.5*eps/steps; fractions work)")
+    p.add_argument("--restarts", type=positive_int, default=1, help="random restarts, worst case kept (default 1)")
+    p.add_argument("--loss", default="ce", choices=["ce", "cw"], help="PGD / FGSM loss (default: ce)")
+    p.add_argument("--random-start", action="store_true", help="FGSM: start from a random point (Wong et al. 2020)")
+    p.add_argument("--early-stop", action="store_true", help="PGD: stop updating an example once misclassified")
+    p.add_argument("--queries", type=positive_int, default=5000, help="Square attack queries (default 5000)")
+    p.add_argument("--check-steps", action="store_true", help="also run at steps//2 and warn if robust accuracy rises with steps")
+    p.add_argument("--no-checks", action="store_true", help="skip the randomness / softmax / gradient checks")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="attack batch size (default 256)")
+    add_device_arg(p)
+    add_seed_arg(p)
+    p.add_argument("--out", default=None, help="write the results as JSON to this path")
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustlens.attacks.evaluate import normalize_attack, robust_accuracy
+    from robustlens.data import load
+    from robustlens.io import versions, write_json_atomic
+    from robustlens.models.checkpoint import load_checkpoint
+    from robustlens.threat import make_threat, parse_eps
+
+    # Everything that can be checked without work is checked first.
+    attack = normalize_attack(args.attack)
+    threat = make_threat(args.threat, args.eps)
+    step_size = parse_eps(args.step_size, name="--step-size") if args.step_size is not None else None
+    device = resolve_device(args.device)
+    model, meta = load_checkpoint(args.checkpoint, device)
+    data = load(args.data, split=args.split, size=args.size, format=args.format)
+    if args.n is not None:
+        data = data.head(args.n)
+    if data.num_classes > model.num_classes:
+        from robustlens.errors import UserError
+
+        raise UserError(f"--data: {data.num_classes} classes but the checkpoint's model has {model.num_classes} outputs")
+
+    kw: dict = {}
+    if args.steps is not None:
+        kw["steps"] = args.steps
+    if attack in ("pgd", "fgsm"):
+        kw.update(step_size=step_size, loss=args.loss)
+    if attack == "pgd":
+        kw.update(restarts=args.restarts, early_stop=args.early_stop)
+    if attack == "fgsm":
+        kw.update(random_start=args.random_start)
+        kw.pop("steps", None)
+    if attack in ("apgd-ce", "apgd-t", "apgd-dlr"):
+        kw.update(restarts=args.restarts)
+    if attack in ("square", "autoattack"):
+        kw.update(n_queries=args.queries)
+    if attack == "square":
+        kw.pop("steps", None)
+    if args.check_steps:
+        kw["check_steps"] = True
+
+    res = robust_accuracy(
+        model, data, threat, attack=attack, batch_size=args.batch_size, device=device, seed=args.seed,
+        progress=sys.stderr.isatty(), checks_enabled=not args.no_checks, **kw,
+    )
+    print(f"{data.name or args.data} ({res['n']} images), {meta.get('arch', type(model).__name__)}, {threat.norm} eps={args.eps}")
+    print(f"clean accuracy   {100 * res['clean_accuracy']:6.2f}%")
+    if attack == "autoattack":
+        for name, acc in res["per_attack"].items():
+            print(f"  after {name:8s} {100 * acc:6.2f}%")
+    print(f"robust accuracy  {100 * res['robust_accuracy']:6.2f}%  ({attack}, {res['seconds']:.1f} s)")
+    if args.out:
+        out = {
+            "command": "attack",
+            "config": {
+                "checkpoint": str(args.checkpoint),
+                "data": args.data,
+                "split": args.split,
+                "n": res["n"],
+                "threat": threat.to_dict(),
+                "eps_text": str(args.eps),
+                "attack": attack,
+                "options": res["options"],
+                "batch_size": args.batch_size,
+                "device": str(device),
+                "seed": args.seed,
+                "fab_t": "omitted" if attack == "autoattack" else None,
+            },
+            "model": {"arch": meta.get("arch"), "num_classes": meta.get("num_classes")},
+            "metrics": {
+                "clean_accuracy": res["clean_accuracy"],
+                "robust_accuracy": res["robust_accuracy"],
+                "per_attack": res["per_attack"],
+                "mean_norm": res["mean_norm"],
+                "mean_norm_fooled": res["mean_norm_fooled"],
+                "seconds": res["seconds"],
+            },
+            "warnings": res["warnings"],
+            "versions": versions(),
+        }
+        write_json_atomic(args.out, out)
+        print(f"wrote {args.out}")
+    return 0
