@@ -139,8 +139,12 @@ def square_run(
         delta = torch.zeros_like(xs)
         vh = sp
         for _ in range(h // s):
+            if vh + s > h:  # a grid of (mostly 5x5) bumps that stays inside the image
+                break
             vw = sp
             for _ in range(w // s):
+                if vw + s > w:
+                    break
                 transpose = bool(torch.rand(1, generator=gen) > 0.5)
                 bump = _meta_bump(s, transpose, dev, dt).view(1, 1, s, s)
                 sign = _signs((n_all, c, 1, 1), gen, dev, dt)[sel]
