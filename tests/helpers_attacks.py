@@ -87,7 +87,7 @@ def std_model() -> TinyNet:
 
 
 @functools.lru_cache(maxsize=None)
-def test_data(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_data(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     return make_data(n, seed=2)
 
 

@@ -82,10 +82,10 @@ def test_robust_accuracy_never_exceeds_clean(attack, seed, eps):
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 1000), eps=st.sampled_from([0.02, 0.04, 0.08]))
 def test_ensemble_never_weaker_than_its_strongest_member(seed, eps):
-    from helpers_attacks import adv_model, test_data
+    from helpers_attacks import adv_model, eval_data
 
     model = adv_model()
-    x, y = test_data()
+    x, y = eval_data()
     x, y = x[:40], y[:40]
     threat = make_threat("linf", eps)
     kw = dict(progress=False, seed=seed, checks_enabled=False, batch_size=64, steps=5, n_queries=20)
@@ -190,10 +190,10 @@ def test_pgd_defaults_and_determinism():
 
 
 def test_pgd_restarts_keep_worst_case_and_early_stop_freezes():
-    from helpers_attacks import adv_model, test_data
+    from helpers_attacks import adv_model, eval_data
 
     model = adv_model()
-    x, y = test_data()
+    x, y = eval_data()
     x, y = x[:60], y[:60]
     t = make_threat("linf", 12 / 255)
     def acc(a):
@@ -207,10 +207,10 @@ def test_pgd_restarts_keep_worst_case_and_early_stop_freezes():
 
 
 def test_targeted_pgd_reaches_targets_on_std_model():
-    from helpers_attacks import std_model, test_data
+    from helpers_attacks import std_model, eval_data
 
     model = std_model()
-    x, y = test_data()
+    x, y = eval_data()
     x, y = x[:30], y[:30]
     target = (y + 3) % 10
     adv = pgd(model, x, target, make_threat("linf", 0.2), steps=20, targeted=True, generator=torch.Generator().manual_seed(0))
