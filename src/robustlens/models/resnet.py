@@ -105,7 +105,7 @@ class ResNet(ImageClassifier):
         self.fc = nn.Linear(self.num_features, num_classes)
 
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:  # (normal_ on meta imports torch._dynamo)
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)

@@ -92,7 +92,7 @@ class WideResNet(ImageClassifier):
         self.fc = nn.Linear(ch[3], num_classes)
         self.num_features = ch[3]
         for m in self.modules():  # initialisation of the TRADES / RobustBench code
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:  # (normal_ on meta imports torch._dynamo)
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, nn.BatchNorm2d):
