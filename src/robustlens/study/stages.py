@@ -954,17 +954,22 @@ def stage_generation(ctx: StageContext) -> dict:
 
     for n in ("std", "adv"):
         m = load_model(ctx, n)
-        x = fn(m, sub.float(device=_device(ctx)), targets.to(_device(ctx)), eps=p["eps"], steps=p["steps"],
-               generator=torch.Generator().manual_seed(_seed(ctx, "generation")))
-        x = x[0] if isinstance(x, tuple) else x
+        x = fn(m, sub.float(device=_device(ctx)), targets.to(_device(ctx)), eps=p["eps"] if p["eps"] > 0 else None,
+               steps=p["steps"])
         with torch.no_grad():
             self_hit = float((m(x).argmax(1).cpu() == targets).float().mean())
             judge_hit = float((judge(x).argmax(1).cpu() == targets).float().mean())
-        out[n] = {"target_success": self_hit, "judge_agreement": judge_hit}
+            judge_start = float((judge(sub.float(device=_device(ctx))).argmax(1).cpu() == targets).float().mean())
+        out[n] = {"target_success": self_hit, "judge_agreement": judge_hit, "judge_start_rate": judge_start}
         f = f"generated_{n}.png"
         image_grid(x[:16].cpu(), ctx.out / f, ncol=8, labels=[sub.classes[int(t)] for t in targets[:16]], title=f"{n}: targeted L2 eps={p['eps']}")
         figures[f"generated_{n}"] = f
-    return {"n": len(sub), "eps": p["eps"], "steps": p["steps"], "judge": p["judge"], "models": out, "figures": figures}
+    rows = [[n, o["target_success"], o["judge_agreement"], o["judge_start_rate"]] for n, o in out.items()]
+    return {"n": len(sub), "eps": p["eps"], "steps": p["steps"], "judge": p["judge"], "models": out, "figures": figures,
+            "summary": f"Targeted L2 PGD (eps {p['eps'] if p['eps'] > 0 else 'module default'}, {p['steps']} steps) from test images "
+                       f"towards another class; the judge ({p['judge']}, trained independently) classifies the results.",
+            "tables": {"generation": {"header": ["generator", "own model hits target", "judge says target", "judge before"],
+                                      "rows": rows}}}
 
 
 # ----------------------------------------------------------------------------- transfer / construct
