@@ -49,10 +49,12 @@ def assemble_results(spec: Spec, runner, outputs: dict) -> dict:
     from robustlens.study.claims import evaluate_claims
 
     results = {name: out.result for name, out in outputs.items()}
+    config = spec.to_dict()
+    config.pop("out_dir", None)  # where the results are written is not part of what they are
     return {
         "schema": SCHEMA,
         "name": spec.name,
-        "config": spec.to_dict(),
+        "config": config,
         "versions": _versions(),
         "stages": {
             name: {"hash": out.hash, "status": "measured" if out.measured else "not_measured"}
