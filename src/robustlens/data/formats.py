@@ -146,7 +146,9 @@ def decode_image(source: Path | bytes, size: int | None, channels: int = 3, resa
     label = name or (os.fspath(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+            mode = "L" if channels == 1 else "RGB"
+            if im.mode != mode:
+                im = im.convert(mode)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), _pil_resample(resample))
             arr = np.asarray(im, dtype=np.uint8)

@@ -245,8 +245,9 @@ _NOISE = _noise_tile()
 def _texture(k: int, X: Tensor, Y: Tensor, period: float, R: Tensor, ix: Tensor, iy: Tensor) -> Tensor:
     """Pattern of texture ``k`` in [-1, 1].
 
-    ``X``, ``Y``: phase-shifted pixel coordinates (B, H, W); ``R``: distance to the object's
+    ``X``, ``Y``: phase-shifted pixel coordinates, (B, 1, W) and (B, H, 1); ``R``: distance to the object's
     centre (B, H, W) for "rings"; ``ix``, ``iy``: integer shifted coordinates for "noise".
+    The result broadcasts to (B, H, W).
     """
     name = TEXTURES[k]
     w = 2 * math.pi / period
@@ -357,14 +358,13 @@ def render(
         if not len(idx):
             continue
         n = len(idx)
-        Xk, Yk = X[idx].expand(n, S, S), Y[idx].expand(n, S, S)
+        Xk, Yk = X[idx], Y[idx]  # (n, 1, S) and (n, S, 1): patterns broadcast to (n, S, S)
         R = Ik = Jk = None
         if TEXTURES[k] == "rings":
             R = torch.sqrt(dx[idx] ** 2 + dy[idx] ** 2)
         if TEXTURES[k] == "noise":
-            Ik = torch.floor(X[idx]).long().expand(n, S, S)
-            Jk = torch.floor(Y[idx]).long().expand(n, S, S)
-        pattern[idx] = _texture(k, Xk, Yk, period_px, R, Ik, Jk)
+            Ik, Jk = torch.floor(Xk).long(), torch.floor(Yk).long()
+        pattern[idx] = _texture(k, Xk, Yk, period_px, R, Ik, Jk).expand(n, S, S)
 
     # 255 * clip(colour + contrast * pattern), rounded half up, composited in uint8.
     colour = (COLOUR_RGB[factors[:, 2]] * 255.0 + 0.5).view(B, 3, 1, 1)
@@ -431,6 +431,7 @@ def generate(cfg: TrifeatureConfig | None = None, split: str = "train", n: int |
 
     images = torch.empty(n, 3, S, S, dtype=torch.uint8)
     masks = torch.empty(n, S, S, dtype=torch.bool)
+    boxes = torch.empty(n, 4, dtype=torch.float32)
     chunk = max(8, _CHUNK * 32 * 32 // (S * S))
 
     def work(a: int) -> None:
@@ -438,6 +439,7 @@ def generate(cfg: TrifeatureConfig | None = None, split: str = "train", n: int |
         images[a:b], masks[a:b] = render(
             factors[a:b], centre[a:b], radius[a:b], angle[a:b], phase[a:b], S, cfg.contrast, period_px, cfg.background
         )
+        boxes[a:b] = boxes_from_masks(masks[a:b])
 
     _parallel_chunks(work, list(range(0, n, chunk)))
     li = FACTOR_NAMES.index(cfg.label)
@@ -450,6 +452,6 @@ def generate(cfg: TrifeatureConfig | None = None, split: str = "train", n: int |
         factors=factors,
         factor_names=FACTOR_NAMES,
         masks=masks,
-        boxes=boxes_from_masks(masks),
+        boxes=boxes,
         meta=meta,
     )
