@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+import helpers_transfer
 from helpers_transfer import tiny_model, tiny_set
 from robustlens.errors import UserError
 from robustlens.transfer.fusion import (
@@ -22,6 +23,9 @@ from robustlens.transfer.fusion import (
     variant_members,
 )
 
+
+
+_one_thread = pytest.fixture(autouse=True)(helpers_transfer.one_thread)
 
 def test_forward_penultimate_shapes_and_head():
     a, b = tiny_model(0), tiny_model(1)
@@ -162,3 +166,17 @@ def test_finetune_study_leaves_given_backbones_untouched():
     res = run_fusion_study({"std": [a]}, _targets((16,)), "std", repeats=1, mode="finetune", epochs=1, lr=0.01, show_progress=False)
     assert res["config"]["mode"] == "finetune" and len(res["runs"]) == 1
     assert all(torch.equal(before[k], v) for k, v in a.state_dict().items())
+
+
+def test_backbones_with_other_input_sizes_are_refused():
+    from robustlens.transfer.fusion import Backbone, check_backbones
+
+    a = Backbone(tiny_model(0), "std", 0, "a", meta={"training": {"resolution": [32, 32]}})
+    b = Backbone(tiny_model(1), "adv", 0, "b", meta={"data": "trifeature:size=64 train"})
+    c = Backbone(tiny_model(2), "adv", 1, "c", meta={"input_size": 32})
+    assert (a.input_size, b.input_size, c.input_size) == (32, 64, 32)
+    check_backbones([a, c])
+    with pytest.raises(UserError, match="64px"):
+        check_backbones([a, b])
+    with pytest.raises(UserError, match="no backbone"):
+        check_backbones([])

@@ -68,6 +68,7 @@ def sgd_fit(
     device: torch.device | str = "cpu",
     show_progress: bool = True,
     desc: str = "train",
+    adversary: ThreatModel | None = None,
 ) -> dict:
     """Standard (cross-entropy) training with SGD + momentum on float images ``x`` in [0, 1].
 
@@ -75,6 +76,10 @@ def sgd_fit(
     their values. ``schedule`` is ``"constant"`` (the fine-tuning protocol of Itazuri et al.
     2019: 30 epochs at lr 0.001) or ``"cosine"``. Returns the mean training loss and accuracy
     of the last epoch.
+
+    ``adversary``: train on FGSM with random start instead (Wong et al. 2020, "Fast is better
+    than free": uniform start in the ball, one step of 1.25 eps, projection), a compact
+    fallback for making ADV backbones when ``robustlens.train`` is not available.
     """
     device = torch.device(device)
     params = list(model.parameters()) if params is None else params
@@ -94,6 +99,10 @@ def sgd_fit(
             if schedule == "cosine":
                 for group in opt.param_groups:
                     group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+            if adversary is not None:
+                x0 = adversary.random_init(xb, g if xb.device.type == "cpu" else None).requires_grad_(True)
+                (grad,) = torch.autograd.grad(F.cross_entropy(model(x0), yb), x0)
+                xb = adversary.project(adversary.ascent_step(x0.detach(), grad, 1.25 * adversary.eps), xb).detach()
             out = model(xb)
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)

@@ -166,11 +166,23 @@ class Backbone:
 
     @property
     def input_size(self) -> int | None:
+        """The side the backbone was trained at, when its checkpoint sidecar records it.
+
+        Looks for ``input_size`` / ``image_size`` / ``resolution`` (top level, ``training``,
+        ``data``), else a ``size=N`` in the training data's source string; ``None`` if unknown.
+        """
         for key in ("input_size", "image_size", "resolution"):
             for where in (self.meta, self.meta.get("training", {}) or {}, self.meta.get("data", {}) or {}):
                 v = where.get(key) if isinstance(where, dict) else None
                 if v is not None:
                     return int(v[0] if isinstance(v, (list, tuple)) else v)
+        data = self.meta.get("data")
+        if isinstance(data, str):
+            import re
+
+            m = re.search(r"size=(\d+)", data)
+            if m:
+                return int(m.group(1))
         return None
 
 
@@ -387,10 +399,13 @@ def _fit_finetune(model: LateFusion, target: Target, *, epochs: int, lr: float, 
         from robustlens.train import TrainConfig, train  # type: ignore[attr-defined]
     except ImportError:
         TrainConfig = train = None
+    batch_size = min(batch_size, len(target.train))
     if train is not None:
         import dataclasses
 
-        wanted = dict(mode="std", epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, schedule="constant", momentum=0.9, weight_decay=weight_decay, augment=False)
+        # check_size=0: no held-out part of the target's training split; log=False: quiet.
+        wanted = dict(mode="std", epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, schedule="constant", momentum=0.9,
+                      weight_decay=weight_decay, augment=False, check_size=0, progress=show_progress, log=False)
         names = {f.name for f in dataclasses.fields(TrainConfig)} if dataclasses.is_dataclass(TrainConfig) else set(wanted)
         if {"mode", "epochs", "lr", "batch_size", "seed"} <= names:
             cfg = TrainConfig(**{k: v for k, v in wanted.items() if k in names})
