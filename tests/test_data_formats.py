@@ -262,3 +262,5 @@ def test_file_loader_yields_tensor_loader_batches(tmp_path):
     assert len(got) == 2
     for (xa, ya), (xb, yb) in zip(got, ref):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    same = FileLoader.from_folder(tmp_path / "d", batch_size=4, seed=2, augment=True, num_workers=0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(same.epoch(1), tl.epoch(1)))

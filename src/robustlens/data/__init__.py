@@ -8,12 +8,20 @@ is read into the same in-memory :class:`ImageSet` (uint8 NCHW + int64 labels + c
 
 from robustlens.data.base import ImageSet
 
-__all__ = ["ImageSet", "load", "load_splits"]
+__all__ = ["ImageSet", "load", "load_splits", "TensorLoader", "FileLoader", "sample_grid"]
+
+_LAZY = {
+    "load": "robustlens.data.source",
+    "load_splits": "robustlens.data.source",
+    "TensorLoader": "robustlens.data.loader",
+    "FileLoader": "robustlens.data.loader",
+    "sample_grid": "robustlens.data.grid",
+}
 
 
 def __getattr__(name: str):  # lazy, so that `import robustlens.data` stays cheap
-    if name in ("load", "load_splits"):
-        from robustlens.data import source
+    if name in _LAZY:
+        import importlib
 
-        return getattr(source, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

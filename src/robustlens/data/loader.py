@@ -225,6 +225,8 @@ class FileDataset(torch.utils.data.Dataset):
         from robustlens.data.formats import decode_image
 
         arr = decode_image(Path(self.files[i]), self.size, self.channels, self.resample)
+        if not arr.flags.writeable:
+            arr = arr.copy()
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), int(self.labels[i])
 
 
@@ -271,6 +273,27 @@ class FileLoader(TensorLoader):
         )
         super().__init__(stub, batch_size, **kwargs)
         self.num_workers = int(num_workers)
+
+    @classmethod
+    def from_folder(
+        cls, root: str | os.PathLike, split: str = "train", batch_size: int = 256, size: int | None = None,
+        num_workers: int = 2, **kwargs,
+    ) -> "FileLoader":
+        """Stream one split of an image folder (``root/[split/]<class>/<image>``) from disk."""
+        from robustlens.data.formats import SPLIT_NAMES, scan_folder
+
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise UserError(f"{root}: no such folder")
+        files, classes, splits = scan_folder(root)
+        key = SPLIT_NAMES.get(split.lower(), split)
+        if key not in splits and split in ("train", "all") and len(splits) == 1:
+            key = next(iter(splits))
+        if key not in splits:
+            raise UserError(f"{root}: no split {split!r}; it has {', '.join(splits)}")
+        items = splits[key]
+        return cls([files[i] for i, _ in items], [k for _, k in items], classes, batch_size, size=size,
+                   num_workers=num_workers, **kwargs)
 
     def epoch(self, e: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         if start < 0:
