@@ -137,6 +137,27 @@ def contrast_sweep(
     return rows
 
 
+def robustlens_train_fn(
+    arch: str = "small_cnn", adv_mode: str = "fgsm-rs", model_kwargs: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None, **config: Any,
+) -> Callable[[str, ImageSet, float], nn.Module]:
+    """A ``train_fn`` for :func:`contrast_sweep` built on :func:`robustlens.train.train`:
+    mode ``"std"`` trains normally, any other mode with ``adv_mode`` (FGSM-RS by default) at
+    the sweep's eps; ``config`` holds further :class:`robustlens.train.TrainConfig` fields."""
+
+    def train_fn(mode: str, train_set: ImageSet, eps: float) -> nn.Module:
+        from robustlens.models import create
+        from robustlens.train import TrainConfig, train
+
+        cfg = TrainConfig(mode="std", **config) if mode == "std" else TrainConfig(mode=adv_mode, eps=eps, **config)
+        torch.manual_seed(cfg.seed)
+        model = create(arch, train_set.num_classes, **dict(model_kwargs or {}))
+        train(model, train_set, cfg, device=device)
+        return model.eval()
+
+    return train_fn
+
+
 def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
     """Shape bias against texture contrast, one line per mode (PNG)."""
     import matplotlib
