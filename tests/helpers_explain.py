@@ -53,7 +53,7 @@ def trained_model(seed: int = 0, n: int = 512, steps: int = 60, adv_eps: float =
 
 
 @functools.lru_cache(maxsize=2)
-def test_data(n: int = 16, size: int = 32):
+def procedural_test_set(n: int = 16, size: int = 32):
     from robustlens.data import load
 
     return load(f"trifeature:n_train=16,n_test={n},seed=3,contrast=0.18", split="test", size=size)
