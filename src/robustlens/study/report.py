@@ -179,7 +179,7 @@ SECTIONS: list[tuple[str, str, Callable]] = [
      _sec_generic("bias", "cue-conflict bias", [("shape_bias", "shape bias"), ("texture_bias", "texture bias"), ("colour_bias", "colour bias"), ("n", "conflict images")])),
     ("neurons", "8. Neuron analysis (Chen et al.)", _sec_generic("neurons", "neuron analysis")),
     ("localisation", "9. Weak localisation from saliency (Aggarwal et al.)",
-     _sec_generic("localisation", "localisation", [("box_accuracy", "IoU >= 0.5"), ("mean_iou", "mean IoU"), ("pointing_game", "pointing game")])),
+     _sec_generic("localisation", "localisation", [("box_accuracy", "IoU >= 0.5"), ("mean_iou", "mean IoU"), ("pointing_accuracy", "pointing game")])),
     ("generation", "10. Generation: large targeted perturbations", _sec_generic("generation", "generation")),
     ("transfer", "11. Transfer: late fusion (Sec. 4.2)", _sec_generic("transfer", "transfer")),
     ("construct", "12. Robust and non-robust data sets (Ilyas et al.)", _sec_generic("construct", "constructed data sets")),

@@ -178,6 +178,7 @@ class SanitySpec:
     n: int = 4
     methods: list[str] = field(default_factory=lambda: ["vanilla", "guided"])
     independent: bool = False
+    random_model: bool = True
 
 
 @dataclass

@@ -147,6 +147,13 @@ def _accuracy(model, x, y, batch_size: int = 500) -> float:
     return hits / max(1, len(x))
 
 
+def _tty() -> bool:
+    """Progress bars inside long stages only on a terminal."""
+    import sys
+
+    return sys.stderr.isatty()
+
+
 def _plt():
     import matplotlib
 
@@ -348,14 +355,14 @@ def stage_robustness(ctx: StageContext) -> dict:
     for name in analysis_models(spec):
         model = load_model(ctx, name)
         r = ev.robust_accuracy(model, (x, y), threat, attack="pgd", steps=p["pgd_steps"], restarts=p["pgd_restarts"],
-                               batch_size=p["batch_size"], device=device, seed=_seed(ctx, "robustness"), progress=False)
+                               batch_size=p["batch_size"], device=device, seed=_seed(ctx, "robustness"), progress=_tty())
         entry = {"clean_accuracy": r["clean_accuracy"], "robust_accuracy": r["robust_accuracy"],
                  "mean_norm": r.get("mean_norm"), "n": r.get("n", len(x))}
         if p["autoattack"]:
             k = min(p["autoattack_n"], len(x))
             try:
                 ra = ev.robust_accuracy(model, (x[:k], y[:k]), threat, attack="autoattack", batch_size=p["batch_size"],
-                                        device=device, seed=_seed(ctx, "robustness"), progress=False,
+                                        device=device, seed=_seed(ctx, "robustness"), progress=_tty(),
                                         attacks=p["autoattack_attacks"], steps=p["autoattack_steps"],
                                         n_target_classes=p["autoattack_targets"])
                 entry["autoattack"] = {"robust_accuracy": ra["robust_accuracy"], "clean_accuracy": ra["clean_accuracy"],
@@ -366,7 +373,7 @@ def stage_robustness(ctx: StageContext) -> dict:
         for eps in p["eps_grid"]:
             t = make_threat(p["threat"]["norm"], eps)
             re_ = ev.robust_accuracy(model, (x, y), t, attack="pgd", steps=p["pgd_steps"], restarts=1,
-                                     batch_size=p["batch_size"], device=device, seed=_seed(ctx, "robustness"), progress=False)
+                                     batch_size=p["batch_size"], device=device, seed=_seed(ctx, "robustness"), progress=_tty())
             curve.append([float(eps), re_["robust_accuracy"]])
         if curve:
             entry["eps_curve"] = curve
@@ -427,7 +434,7 @@ def _plot_accuracy(models: dict, path: Path, p: dict) -> str:
         for xv, v in zip(xs, vals):
             ax.text(xv, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
     ax.set_xticks([i + w * (len(names) - 1) / 2 for i in range(len(cats))], cats)
-    ax.set(ylim=(0, 1.08), ylabel="accuracy", title=f"{p['threat']['norm']} eps={p['threat']['eps']}")
+    ax.set(ylim=(0, 1.08), ylabel="accuracy", title=f"{p['threat']['norm']} eps={p['threat']['eps']:.4g} ({p['threat']['eps'] * 255:.3g}/255)")
     ax.legend()
     return _save(fig, path)
 
@@ -865,6 +872,8 @@ def stage_sanity(ctx: StageContext) -> dict:
     device = _device(ctx)
     x, y = sub.float(device=device), sub.labels.to(device)
     models = {n: load_model(ctx, n) for n in analysis_models(spec)}
+    if p.get("random_model", True):
+        models["random"] = _random_model(ctx)
     orders = ["top_down"] + (["independent"] if p["independent"] else [])
     curves: dict[str, dict] = {}
     figures, captions = {}, {}
