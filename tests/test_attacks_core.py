@@ -79,7 +79,7 @@ def test_robust_accuracy_never_exceeds_clean(attack, seed, eps):
     assert r["n"] == 20 and r["mean_norm"] <= eps + 1e-6
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(seed=st.integers(0, 1000), eps=st.sampled_from([0.02, 0.04, 0.08]))
 def test_ensemble_never_weaker_than_its_strongest_member(seed, eps):
     from helpers_attacks import adv_model, eval_data
