@@ -95,10 +95,10 @@ class RobustnessSpec:
     pgd_steps: int = 20
     pgd_restarts: int = 1
     autoattack: bool = True
-    autoattack_n: int = 200
+    autoattack_n: int = 100
     autoattack_attacks: list[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
     autoattack_steps: int = 100
-    autoattack_targets: int = 3
+    autoattack_targets: int = 1
     eps_grid: list[float] = field(default_factory=list)
 
 

@@ -764,6 +764,12 @@ def stage_saliency(ctx: StageContext) -> dict:
             maps.setdefault(method, {})[n] = sal.saliency(m, x, y, method=method, **_method_opts(method, p, _seed(ctx, "saliency") + mi)).detach().cpu()
     figures, captions = {}, {}
     labels = [sub.classes[int(c)] for c in sub.labels]
+    k = min(4, len(sub))
+    saliency_grid(x[:k].cpu(), {f"{method}\n{n}": v[:k] for method, per in maps.items() for n, v in per.items()},
+                  ctx.out / "grid_all.png", mode="signed", row_labels=labels[:k], cell=1.1,
+                  title="all methods: " + ", ".join(f"{n}" for n in models) + " side by side")
+    figures["grid_all"] = "grid_all.png"
+    captions["grid_all"] = "Every method (column groups) for every model on the same test images (main paper Fig. 2 layout)."
     for method, per in maps.items():
         f = f"grid_{method}.png"
         saliency_grid(x.cpu(), {f"{method} / {n}": v for n, v in per.items()}, ctx.out / f, mode="signed", row_labels=labels,
