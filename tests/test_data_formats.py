@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import tarfile
 from pathlib import Path
@@ -189,6 +190,40 @@ def test_archive_equals_folder(tmp_path, suffix):
         assert torch.equal(got[split].images, folder[split].images)
         assert torch.equal(got[split].labels, folder[split].labels)
         assert got[split].classes == folder[split].classes
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_index_matches_tarfile(tmp_path, fmt):
+    from robustlens.data.formats import tar_index
+
+    long_dir = "d" * 60 + "/" + "e" * 60
+    files = {"a/x.png": b"12345", f"{long_dir}/y.png": b"abc" * 300, "a/empty.png": b""}
+    if fmt != tarfile.USTAR_FORMAT:
+        files["f" * 130 + ".png"] = b"long"  # a name beyond ustar's 100 + 155 split
+    arc = tmp_path / "t.tar"
+    with tarfile.open(arc, "w", format=fmt) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    buf = arc.read_bytes()
+    got = {name: buf[a:b] for name, a, b in tar_index(buf)}
+    assert got == files
+    with pytest.raises(ValueError):
+        tar_index(b"x" * 1024)
+
+
+def test_archive_streaming_fallback_equals_fast_path(tmp_path, monkeypatch):
+    from robustlens.data import formats
+
+    write_image_folder(tmp_path / "s", splits=["train", "test"])
+    arc = tar_folder(tmp_path / "s", tmp_path / "s.tar.gz")
+    fast = load_splits(arc, cache=False, num_workers=2)
+    monkeypatch.setattr(formats, "FAST_TAR_LIMIT", 0)
+    slow = load_splits(arc, cache=False, num_workers=2)
+    for split in fast:
+        assert torch.equal(fast[split].images, slow[split].images)
+        assert torch.equal(fast[split].labels, slow[split].labels)
 
 
 def test_archive_corrupt_member_is_named(tmp_path):
