@@ -1008,6 +1008,9 @@ def stage_construct(ctx: StageContext) -> dict:
 # ----------------------------------------------------------------------------- the DAG
 
 
+# Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
+STAGE_CODE = 2
+
 _IMPL_FILES = {
     "robustness": ("attacks/evaluate.py", "attacks/pgd.py", "attacks/apgd.py"),
     "transforms": ("probes/evaluate.py",),
@@ -1069,6 +1072,7 @@ def build_stages(spec: Spec) -> list[StageDef]:
         if not params.pop("enabled", True):
             continue
         params["implementations"] = implementations(name)
+        params["stage_code"] = STAGE_CODE
         stages.append(StageDef(name, fn, params, tuple(d)))
     return stages
 
