@@ -24,7 +24,7 @@ def test_explain_writes_grids_and_json(tmp_path, capsys):
         "explain", "--checkpoint", std, "--checkpoint", adv, "--data", "trifeature:n_train=16,n_test=8",
         "--n", "2", "--methods", "vanilla,guided,smoothgrad,ig,gradcam", "--samples", "2", "--steps", "3",
         "--random-model", "--featvis", "body.8:0,body.8:1", "--featvis-steps", "2", "--sanity", "--localize",
-        "--judge", std, "--out", str(out),
+        "--localize-n", "4", "--judge", std, "--generate-steps", "2", "--out", str(out),
     ])
     assert rc == 0
     res = json.loads((out / "explain.json").read_text())

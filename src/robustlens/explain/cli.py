@@ -50,7 +50,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sanity-method", default=None, help="method for --sanity (default: the first of --methods)")
     p.add_argument("--localize", action="store_true", help="box accuracy and pointing game (needs a data set with boxes)")
     p.add_argument("--localize-method", default="gradcam", help="method for --localize (default gradcam)")
+    p.add_argument("--localize-n", type=positive_int, default=256, help="images scored by --localize (default 256)")
     p.add_argument("--judge", default=None, metavar="CKPT", help="independently trained model: generate towards random targets with every --checkpoint and report the judge's target rate")
+    p.add_argument("--generate-steps", type=positive_int, default=60, help="targeted L2 PGD steps for --judge (default 60)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="internal batch size (default 64)")
     p.add_argument("--out", default="explain_out", help="output folder (default explain_out)")
     add_seed_arg(p)
@@ -217,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if args.localize:
         if imageset is None:
             raise UserError("--localize: needs --data with ground-truth boxes (not --images)")
-        lsub = imageset.head(min(max(args.n, 64), len(imageset)))
+        lsub = imageset.head(min(args.localize_n, len(imageset)))
         results["localize"] = {
             name: localize.evaluate_localization(m, lsub, args.localize_method, batch_size=args.batch_size, device=device, **opts.get(args.localize_method, {}))
             for name, m in models.items()
@@ -231,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         labels = sub.labels if sub is not None else first(x).argmax(1).cpu()
         tgt = generate.random_targets(labels, judge.num_classes, g).to(device)
         gens = {n: m for n, m in models.items()}
-        pa = generate.perceptual_alignment(gens, judge, x, tgt, internal_batch_size=args.batch_size)
+        pa = generate.perceptual_alignment(gens, judge, x, tgt, steps=args.generate_steps, internal_batch_size=args.batch_size)
         imgs = pa.pop("images")
         cols = {f"generated / {n}": v.cpu() for n, v in imgs.items()}
         grid = torch.stack([xs] + list(cols.values()), 1).flatten(0, 1)
