@@ -68,7 +68,12 @@ def main() -> int:
     p.add_argument("--train-epochs", type=int, default=15)
     p.add_argument("--n-eval", type=int, default=400)
     p.add_argument("--eval-steps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--det-eps", type=float, default=0.5, help="L2 eps of the det / rand perturbations (paper: 0.5)")
+    p.add_argument("--kinds", default="robust,det", help="constructed sets to build (robust, det, rand)")
+    p.add_argument("--cstd-width", type=int, default=None, help="train a separate STD source for det / rand with this width")
+    p.add_argument("--cstd-epochs", type=int, default=15)
+    p.add_argument("--construct-name", default="construct", help="subfolder of --out for the construction stage")
+    p.add_argument("--threads", type=int, default=1, help="1 is much faster on a shared 2-core machine")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -103,40 +108,51 @@ def main() -> int:
         print(json.dumps(res["pattern"], indent=1))
 
     if args.only in (None, "construct"):
+        cdir = out / args.construct_name
         rows = {}
         xt, yt = test.float()[: args.n_eval], test.labels[: args.n_eval]
         sub_test = test.subset(slice(0, args.n_eval))
-        for name, m in (("std_s0 (source of D_det)", models[("std", 0)]), ("adv_s0 (source of D_R)", models[("adv", 0)])):
-            rows[name] = {"clean": accuracy(m, test.float(), test.labels), **{f"pgd_l2_{e}": robust_accuracy(m, xt, yt, L2(e), steps=args.eval_steps)["robust_accuracy"] for e in (0.25, 0.5)}}
-        specs = {
-            "D_R": dict(model=models[("adv", 0)], kind="robust", steps=args.robust_steps, step_size=args.robust_step_size),
-            "D_det": dict(model=models[("std", 0)], kind="det", steps=args.det_steps, step_size=args.det_step_size, eps=0.5),
-        }
+        threats = {"linf 8/255": Linf(8 / 255), "l2 0.25": L2(0.25), "l2 0.5": L2(0.5)}
+
+        def evaluate(m):
+            m.eval()
+            return {"clean": accuracy(m, test.float(), test.labels), **{k: robust_accuracy(m, xt, yt, t, steps=args.eval_steps)["robust_accuracy"] for k, t in threats.items()}}
+
+        std_src = models[("std", 0)]
+        if args.cstd_width is not None:
+            a2 = argparse.Namespace(**{**vars(args), "width": args.cstd_width, "backbone_epochs": args.cstd_epochs})
+            std_src = get_backbone(out, f"cstd_w{args.cstd_width}_e{args.cstd_epochs}", 0, train, a2)
+        rows["STD source (of D_det / D_rand)"] = evaluate(std_src)
+        rows["ADV source (of D_R)"] = evaluate(models[("adv", 0)])
         details = {}
-        for name, spec in specs.items():
-            m = spec.pop("model")
-            kind = spec.pop("kind")
-            ds = construct_dataset(m, train, kind, out_dir=out / "construct" / name, n=args.n_construct, **spec)
+        for kind in args.kinds.split(","):
+            if kind == "robust":
+                m, spec = models[("adv", 0)], dict(steps=args.robust_steps, step_size=args.robust_step_size)
+            else:
+                m, spec = std_src, dict(steps=args.det_steps, step_size=args.det_step_size, eps=args.det_eps)
+            name = {"robust": "D_R", "det": "D_det", "rand": "D_rand"}[kind]
+            ds = construct_dataset(m, train, kind, out_dir=cdir / name, n=args.n_construct, **spec)
             ev = train_and_evaluate(ds, sub_test, model_kwargs={"width": args.width}, epochs=args.train_epochs, lr=0.05, threat_eps=0.25, attack_steps=args.eval_steps)
             model = ev.pop("model")
-            ev["test_robust_accuracy_l2_0.5"] = robust_accuracy(model.eval(), xt, yt, L2(0.5), steps=args.eval_steps)["robust_accuracy"]
             ev["construct"] = ds.meta.get("config", {})
+            with torch.no_grad():
+                ev["source_model_predicts_target"] = float((m.eval()(ds.images[:1000]).argmax(1) == ds.labels[:1000]).float().mean())
             if kind != "robust":
                 ev["mean_l2_perturbation"] = float((ds.images - train.float(ds.source_index)).flatten(1).norm(dim=1).mean())
             details[name] = ev
-            rows[f"trained on {name}"] = {"clean": ev["test_clean_accuracy"], "pgd_l2_0.25": ev["test_robust_accuracy"], "pgd_l2_0.5": ev["test_robust_accuracy_l2_0.5"]}
-        # baseline: the same fresh model trained on the same original images (no construction)
+            rows[f"trained on {name}"] = evaluate(model)
         from robustlens.transfer.construct import ConstructedSet
 
         orig = train.subset(slice(0, args.n_construct))
         base = ConstructedSet(orig.float(), orig.labels, list(train.classes), "original", torch.arange(len(orig)), orig.labels)
         ev = train_and_evaluate(base, sub_test, model_kwargs={"width": args.width}, epochs=args.train_epochs, lr=0.05, threat_eps=0.25, attack_steps=args.eval_steps)
-        model = ev.pop("model")
-        rows["trained on D (original images, same n)"] = {"clean": ev["test_clean_accuracy"], "pgd_l2_0.25": ev["test_robust_accuracy"], "pgd_l2_0.5": robust_accuracy(model.eval(), xt, yt, L2(0.5), steps=args.eval_steps)["robust_accuracy"]}
-        write_json_atomic(out / "construct" / "results.json", {"rows": rows, "details": details, "config": vars(args), "versions": versions()})
-        print("| model | clean | L2 PGD eps 0.25 | L2 PGD eps 0.5 |\n| --- | --- | --- | --- |")
+        rows["trained on D (original images, same n)"] = evaluate(ev.pop("model"))
+        write_json_atomic(cdir / "results.json", {"rows": rows, "details": details, "config": vars(args), "versions": versions()})
+        print("| model | clean | " + " | ".join(f"PGD {k}" for k in threats) + " |\n| --- |" + " --- |" * (1 + len(threats)))
         for k, r in rows.items():
-            print(f"| {k} | {100 * r['clean']:.1f} | {100 * r['pgd_l2_0.25']:.1f} | {100 * r['pgd_l2_0.5']:.1f} |")
+            print(f"| {k} | {100 * r['clean']:.1f} | " + " | ".join(f"{100 * r[t]:.1f}" for t in threats) + " |")
+        for k, d in details.items():
+            print(k, {kk: d[kk] for kk in ("source_model_predicts_target", "train_accuracy_constructed_labels", "train_agreement_with_original_labels", "mean_l2_perturbation") if kk in d})
     print(f"total {time.time() - t_all:.0f} s", file=sys.stderr)
     return 0
 

@@ -180,7 +180,7 @@ def robust_accuracy(
     except ImportError:
         _ra = None
     if _ra is not None:
-        res = _ra(model, (x, y), threat, attack="pgd", batch_size=batch_size, device=device, steps=steps, step_size=step_size)
+        res = _ra(model, (x, y), threat, attack="pgd", batch_size=batch_size, device=device, seed=seed, progress=False, steps=steps, step_size=step_size)
         return {"clean_accuracy": float(res["clean_accuracy"]), "robust_accuracy": float(res["robust_accuracy"]), "attack": "robustlens.attacks.pgd"}
     g = torch.Generator(device=torch.device(device).type).manual_seed(seed)
     clean = rob = 0

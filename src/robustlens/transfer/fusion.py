@@ -666,9 +666,9 @@ def plot_fusion(table: Sequence[dict], path: str | Path, title: str = "") -> Non
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(max(0.0, 100 * lo - 5), 100)
     ax.set_xlabel("target data set (ordered by resolution)")
-    ax.legend(fontsize=7, ncol=min(5, len(variants)), loc="lower left")
+    ax.legend(fontsize=7, ncol=min(5, len(variants)), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     if title:
-        ax.set_title(title, fontsize=9)
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
