@@ -121,8 +121,6 @@ def _build_probes(args, selected: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from robustlens.data import load
     from robustlens.io import versions, write_json_atomic
     from robustlens.probes.evaluate import evaluate_probes, plot_curves, write_table
@@ -222,5 +220,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"robustlens probe: {len(models)} model(s), {len(data)} images, wrote {out}/probe.json")
     for r in result.get("bias", []):
         print(f"  {r['model']}: shape bias {r['shape_bias']:.3f}")
-    torch.set_grad_enabled(True)
     return 0
