@@ -37,7 +37,7 @@ _SCHEDULE_ALIASES = {"onecycle": "cyclic", "one-cycle": "cyclic", "triangle": "c
 DEFAULTS: dict[str, dict] = {
     # Embedded procedural set (32x32, small_cnn): tuned so that on 2 CPU cores STD and
     # FGSM-RS each train in about a minute (see benchmarks/BENCHMARKS.md, "Training").
-    "trifeature": dict(epochs=6, batch_size=128, lr=0.1, schedule="cyclic", augment=False),
+    "trifeature": dict(epochs=5, batch_size=128, lr=0.1, schedule="cyclic", augment=False),
     # CIFAR-10 / PreActResNet-18, fast AT (Wong et al. 2020, fast_adversarial's train_fgsm.py).
     "cifar": dict(epochs=15, batch_size=128, batch_size_cuda=512, lr=0.2, schedule="cyclic", augment=True),
     # ImageNet-like: the main paper (Itazuri et al.), as Madry's robustness library.

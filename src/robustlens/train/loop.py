@@ -492,6 +492,8 @@ def train(
 
     # ---- model, optimiser, schedule, threat model ----------------------------------------------
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     raw = model
@@ -514,7 +516,7 @@ def train(
     state_path = (Path(resume) if isinstance(resume, (str, Path)) and not isinstance(resume, bool)
                   else (out / "state.safetensors" if out is not None else None))
     result = TrainResult(config=cfg, out_dir=out)
-    start_epoch, start_batch, sums, epoch_seconds_before = 0, 0, None, 0.0
+    start_epoch, start_batch, partial, epoch_seconds_before = 0, 0, None, 0.0
     best_weights: dict | None = None
     if resume and state_path is None:
         raise UserError("--resume: needs --out (the folder of the run to continue)")
@@ -525,7 +527,7 @@ def train(
             raise UserError(f"--resume: {state_path} is from another run; differing fields: {'; '.join(diffs)}")
         best_weights = _restore(tensors, meta, raw, opt)
         start_epoch, start_batch = meta["epoch"], meta["batch"]
-        sums = torch.tensor(meta["partial"], dtype=torch.float64, device=device) if meta.get("partial") else None
+        partial = meta.get("partial")
         epoch_seconds_before = meta.get("epoch_seconds", 0.0)
         result.history = meta["history"]
         result.best_epoch, result.best_metric = meta.get("best_epoch"), meta.get("best_metric")
@@ -538,11 +540,11 @@ def train(
     if result.stopped_early:
         start_epoch = cfg.epochs
 
-    def state_meta(epoch: int, batch: int, partial: Tensor | None, epoch_seconds: float) -> dict:
+    def state_meta(epoch: int, batch: int, partial: list | None, epoch_seconds: float) -> dict:
         return {
             "format": STATE_FORMAT, "run": run_key, "epoch": epoch, "batch": batch,
             "step": epoch * steps_per_epoch + batch,
-            "partial": None if partial is None else partial.tolist(), "epoch_seconds": epoch_seconds,
+            "partial": partial, "epoch_seconds": epoch_seconds,
             "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
             "co_epochs": result.catastrophic_overfitting, "stopped_early": result.stopped_early,
             "versions": versions(),
@@ -569,9 +571,14 @@ def train(
 
     for epoch in range(start_epoch, cfg.epochs):
         raw.train()
-        # Sums on the device (no sync per step): loss*n, n, correct, adv correct, n adv, clean correct, n clean.
-        if sums is None or start_batch == 0:
-            sums = torch.zeros(7, dtype=torch.float64, device=device)
+        # Metric sums on the device (no sync per step): loss * n, correct, adversarial correct, clean
+        # correct; and the matching counts n, n adversarial, n clean as Python integers.
+        sums = torch.zeros(4, dtype=torch.float64, device=device)
+        counts = [0, 0, 0]
+        if partial is not None and start_batch > 0:
+            sums = torch.tensor(partial[:4], dtype=torch.float64, device=device)
+            counts = [int(c) for c in partial[4:]]
+        partial = None
         step_loss = torch.full((steps_per_epoch,), float("nan"), device=device)
         step_loss[:start_batch] = 0.0
         bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -626,10 +633,8 @@ def train(
                     clean_hits = first_hits if cfg.mode == "trades" else torch.cat([first_hits, clean_hits])
                 if cfg.mode == "std":
                     clean_hits, adv_part = hit, hit[:0]
-                upd = torch.stack([loss.detach().double() * len(y), torch.tensor(float(len(y)), device=device, dtype=torch.float64),
-                                   hit.sum(), adv_part.sum(), torch.tensor(float(len(adv_part)), device=device, dtype=torch.float64),
-                                   clean_hits.sum(), torch.tensor(float(len(clean_hits)), device=device, dtype=torch.float64)])
-                sums += upd
+                sums += torch.stack([loss.detach().double() * len(y), hit.sum(), adv_part.sum(), clean_hits.sum()])
+                counts = [counts[0] + len(y), counts[1] + len(adv_part), counts[2] + len(clean_hits)]
             if (b + 1) % finite_every == 0 or b + 1 == steps_per_epoch or (cfg.save_every and (step + 1) % cfg.save_every == 0):
                 bad = (~torch.isfinite(step_loss[: b + 1])).float()
                 if info.enabled:
@@ -638,7 +643,7 @@ def train(
                     raise non_finite(epoch * steps_per_epoch + int(bad.nonzero()[0]))
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and b + 1 < steps_per_epoch and main and out is not None:
                 _save_state(state_path, raw, opt, best_weights,
-                            state_meta(epoch, b + 1, sums, epoch_seconds_before + time.perf_counter() - t_epoch))
+                            state_meta(epoch, b + 1, sums.tolist() + counts, epoch_seconds_before + time.perf_counter() - t_epoch))
             bar.update(1)
         bar.close()
         if device.type == "cuda":
@@ -647,13 +652,14 @@ def train(
         epoch_seconds_before, start_batch = 0.0, 0
 
         # End of epoch: metrics, PGD check (catastrophic overfitting), checkpoints.
-        tot = distributed.all_sum(sums, info).tolist()
+        tot = distributed.all_sum(torch.cat([sums, torch.tensor(counts, dtype=torch.float64, device=device)]), info).tolist()
+        loss_sum, correct, adv_correct, clean_correct, n_seen, n_seen_adv, n_seen_clean = tot
         metrics = {
             "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "mode": cfg.mode,
-            "loss": tot[0] / tot[1], "train_accuracy": tot[2] / tot[1],
-            "train_adv_accuracy": tot[3] / tot[4] if tot[4] else None,
-            "train_clean_accuracy": tot[5] / tot[6] if tot[6] else None,
-            "lr": lr, "seconds": seconds, "images_per_s": tot[1] / seconds if seconds > 0 else None,
+            "loss": loss_sum / n_seen, "train_accuracy": correct / n_seen,
+            "train_adv_accuracy": adv_correct / n_seen_adv if n_seen_adv else None,
+            "train_clean_accuracy": clean_correct / n_seen_clean if n_seen_clean else None,
+            "lr": lr, "seconds": seconds, "images_per_s": n_seen / seconds if seconds > 0 else None,
         }
         if check_x is not None:
             t_check = time.perf_counter()
