@@ -264,12 +264,12 @@ def _texture(k: int, X: Tensor, Y: Tensor, period: float, R: Tensor, ix: Tensor,
     if name == "dots":  # small discs on a square lattice
         fx = torch.remainder(X, period) - period / 2
         fy = torch.remainder(Y, period) - period / 2
-        return torch.where(fx * fx + fy * fy <= (0.3 * period) ** 2, 1.0, -1.0)
+        return (fx * fx + fy * fy <= (0.3 * period) ** 2).float().mul_(2).sub_(1)
     if name == "grid":  # thin lines along both axes
         fx = torch.remainder(X, period)
         fy = torch.remainder(Y, period)
         thin = max(1.0, 0.25 * period)
-        return torch.where((fx < thin) | (fy < thin), 1.0, -1.0)
+        return ((fx < thin) | (fy < thin)).float().mul_(2).sub_(1)
     if name == "waves":
         return torch.sin(Y * w + 1.6 * torch.sin(X * (w / 2)))
     if name == "rings":
@@ -368,17 +368,21 @@ def render(
 
     # 255 * clip(colour + contrast * pattern), rounded half up, composited in uint8.
     colour = (COLOUR_RGB[factors[:, 2]] * 255.0 + 0.5).view(B, 3, 1, 1)
-    fg = torch.addcmul(colour, pattern.unsqueeze(1), torch.tensor(contrast * 255.0)).clamp_(0.0, 255.0)
-    bg = torch.tensor(int(background * 255.0 + 0.5), dtype=torch.uint8)
-    images = torch.where(mask.unsqueeze(1), fg.to(torch.uint8), bg)
+    fg = (pattern.mul_(contrast * 255.0).unsqueeze(1) + colour).clamp_(0.0, 255.0)
+    m8 = mask.unsqueeze(1).view(torch.uint8)  # multiplying by 0/1 is far cheaper than torch.where here
+    images = fg.to(torch.int16).to(torch.uint8).mul_(m8)  # via int16: 2x faster than float -> uint8
+    bg = int(background * 255.0 + 0.5)
+    if bg:
+        images.add_((1 - m8) * bg)
     return images, mask
 
 
 def boxes_from_masks(masks: Tensor) -> Tensor:
     """(N, 4) float32 ``(x0, y0, x1, y1)`` bounding boxes of bool masks (x1/y1 exclusive)."""
     N, H, W = masks.shape
-    cols = masks.any(1)  # (N, W)
-    rows = masks.any(2)  # (N, H)
+    m8 = masks.view(torch.uint8)
+    cols = m8.sum(1, dtype=torch.int32) > 0  # (N, W); faster than any() on CPU
+    rows = m8.sum(2, dtype=torch.int32) > 0  # (N, H)
     x0 = cols.to(torch.uint8).argmax(1)
     x1 = W - cols.flip(1).to(torch.uint8).argmax(1)
     y0 = rows.to(torch.uint8).argmax(1)
@@ -396,18 +400,20 @@ def _parallel_chunks(work, starts: list[int]) -> None:
     barriers of intra-op parallelism, which collapse when the cores are shared (measured: 1
     intra-op thread is 2-3x faster than 2 on a loaded 2-core machine).
     """
-    workers = min(len(starts), torch.get_num_threads(), os.cpu_count() or 1)
-    if workers <= 1:
-        for a in starts:
-            work(a)
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    workers = min(len(starts), before, os.cpu_count() or 1)
+    if before > 1:
+        torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(work, starts))
+        if workers <= 1:
+            for a in starts:
+                work(a)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(work, starts))
     finally:
-        torch.set_num_threads(before)
+        if before > 1:
+            torch.set_num_threads(before)
 
 
 def generate(cfg: TrifeatureConfig | None = None, split: str = "train", n: int | None = None) -> ImageSet:
@@ -432,7 +438,8 @@ def generate(cfg: TrifeatureConfig | None = None, split: str = "train", n: int |
     images = torch.empty(n, 3, S, S, dtype=torch.uint8)
     masks = torch.empty(n, S, S, dtype=torch.bool)
     boxes = torch.empty(n, 4, dtype=torch.float32)
-    chunk = max(8, _CHUNK * 32 * 32 // (S * S))
+    # chunks of ~1M pixels, at least one per core (the output does not depend on chunking)
+    chunk = max(8, min(_CHUNK * 32 * 32 // (S * S), -(-n // (os.cpu_count() or 1))))
 
     def work(a: int) -> None:
         b = min(n, a + chunk)
