@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustlens.errors import UserError
-from robustlens.models import ImageClassifier, available, create
+from robustlens.models import available, create
 from robustlens.models.zoo import default_num_classes
 
 
@@ -183,3 +183,13 @@ def test_alexnet_features_is_torchvisions_conv_stack() -> None:
     assert isinstance(m.features, nn.Sequential)
     assert [type(l).__name__ for l in m.features] == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d"]
     assert m.features[0] is m.first_conv and m.head is m.classifier[6]
+
+
+def test_cli_lists_every_architecture_with_parameter_counts(capsys) -> None:
+    from robustlens.cli import main
+
+    assert main(["models", "--params"]) == 0
+    text = capsys.readouterr().out
+    for name in available():
+        assert name in text
+    assert "[11.69 M params]" in text and "[36.48 M params]" in text  # resnet18 (1000 classes), wrn28_10 (10)

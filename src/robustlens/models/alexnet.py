@@ -38,7 +38,11 @@ _CONVS = ((0, 3, 64, 11, 4, 2, True), (3, 64, 192, 5, 1, 2, True), (6, 192, 384,
 
 
 class AlexNet(ImageClassifier):
-    """torchvision-layout AlexNet; ``batch_norm=True`` adds BN after every convolution."""
+    """torchvision-layout AlexNet; ``batch_norm=True`` adds BN after every convolution.
+
+    ``dropout`` is torchvision's dropout probability; ``hidden`` the width of the two fully
+    connected layers (4096 in the paper and in torchvision; smaller values for CPU tests).
+    """
 
     arch = "alexnet"
 
