@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from robustlens.cli import main
 
@@ -53,3 +54,20 @@ def test_cli_errors(args, message, capsys, tmp_path):
     assert code == 2, err
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_train_model_convenience(tmp_path):
+    from robustlens.models import ImageClassifier
+    from robustlens.train import train_model
+
+    model, result = train_model(TINY, "small_cnn", mode="fgsm", epochs=1, batch_size=32, check_steps=2,
+                                model_kwargs={"width": 4}, out_dir=tmp_path, log=False, progress=False)
+    assert isinstance(model, ImageClassifier) and result.config.mode == "fgsm"
+    assert result.config.kind == "trifeature" and len(result.history) == 1
+    from robustlens.models.checkpoint import load_checkpoint
+
+    loaded, meta = load_checkpoint(tmp_path / "last.safetensors")
+    x = torch.rand(2, 3, 16, 16)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x), rtol=1e-5, atol=1e-5)

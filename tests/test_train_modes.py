@@ -148,3 +148,20 @@ def test_batch_larger_than_data(data):
 def test_model_classes_must_match(data):
     with pytest.raises(UserError, match="model has 7 outputs"):
         train(toy_model(classes=7), data, TrainConfig(epochs=1, batch_size=32, log=False), device="cpu")
+
+
+def test_model_outside_the_zoo_is_saved_with_a_plain_sidecar(data, tmp_path):
+    import json
+
+    class Wrapped(torch.nn.Module):  # e.g. a late-fusion pair: not a registered ImageClassifier
+        def __init__(self):
+            super().__init__()
+            self.inner = toy_model()
+
+        def forward(self, x):
+            return self.inner(x)
+
+    r = train(Wrapped(), data, TrainConfig(epochs=1, batch_size=32, check_size=0, log=False, progress=False),
+              out_dir=tmp_path, device="cpu")
+    side = json.loads((tmp_path / "last.json").read_text())
+    assert side["arch"] == "Wrapped" and side["training"]["mode"] == "std" and r.checkpoint.exists()

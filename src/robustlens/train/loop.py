@@ -179,13 +179,15 @@ def _make_loader(images: ImageSet, batch_size: int, cfg: TrainConfig, device: to
 def _split_check(train_set: ImageSet, val_set: ImageSet | None, cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
     """The training images and the fixed check set for the per-epoch PGD check.
 
-    With ``val_set`` the check uses its first ``check_size`` images; otherwise
-    ``min(check_size, N // 10)`` training images, chosen by ``seed``, are held out.
+    With ``val_set`` the check uses ``check_size`` of its images (a seeded random choice: files
+    are often sorted by class); otherwise ``min(check_size, N // 10)`` training images, chosen
+    by ``seed``, are held out.
     """
     if cfg.check_size == 0:
         return train_set, None
     if val_set is not None:
-        return train_set, val_set.head(min(cfg.check_size, len(val_set)))
+        pick = torch.randperm(len(val_set), generator=torch.Generator().manual_seed(_mix(cfg.seed, 0x7A1)))
+        return train_set, val_set.subset(pick[: cfg.check_size].sort().values)
     k = min(cfg.check_size, len(train_set) // 10)
     if k == 0:
         return train_set, None
@@ -318,13 +320,16 @@ def _cpu_tensors(prefix: str, sd: dict) -> dict[str, Tensor]:
 
 def save_model(path: Path, model: nn.Module, meta: dict) -> None:
     """A model checkpoint (safetensors + JSON sidecar) through the models helper when present."""
+    from robustlens.models import ImageClassifier, available
+
     try:
         from robustlens.models.checkpoint import save_checkpoint
     except ImportError:
         save_checkpoint = None
-    if save_checkpoint is not None:
+    if save_checkpoint is not None and isinstance(model, ImageClassifier) and model.arch in available():
         save_checkpoint(path, model, meta)
         return
+    # Models outside the zoo (e.g. a late-fusion pair): weights + a plain sidecar.
     from safetensors.torch import save_file
 
     with atomic_path(path, suffix=".safetensors") as tmp:
