@@ -61,7 +61,8 @@ def main() -> None:
         return
     cfg = TrainConfig(mode="fgsm-rs", epochs=1, check_size=0, progress=False)
     resolved = cfg.resolve("cifar", device.type)
-    subset = train_set.head(resolved.batch_size * a.steps)
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[: resolved.batch_size * a.steps]
+    subset = train_set.subset(pick)  # a random subset: archives are often sorted by class
     c0, t0 = time.process_time(), time.perf_counter()
     result = train(model, subset, cfg, device=device)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
