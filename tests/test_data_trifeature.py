@@ -158,5 +158,11 @@ def test_source_string_equals_keywords_and_errors():
         load("trifeature:n_test=5", split="nope")
     with pytest.raises(UserError, match="label"):
         load("trifeature:label=size,n_test=5", split="test")
+    with pytest.raises(UserError, match="size given twice"):
+        load("trifeature:size=64,n_test=5", split="test", size=32)
+    with pytest.raises(UserError, match="valid options"):
+        load("trifeature:n_test=5", split="test", colour="red")
+    with pytest.raises(UserError, match="does not apply"):
+        load("trifeature:n_test=5", split="test", format="folder")
     splits = load_splits("trifeature:n_train=20,n_test=10,n_conflict=10")
     assert {k: len(v) for k, v in splits.items()} == {"train": 20, "test": 10, "conflict": 10}

@@ -73,7 +73,7 @@ def _trifeature_config(source: str | os.PathLike, size, options: dict):
             raise UserError(f"trifeature option {key!r} given both in the source string and as an argument")
         merged[key] = value
     if size is not None:
-        if "size" in merged and int(merged["size"]) != size:
+        if "size" in merged and str(merged["size"]).strip() != str(size):
             raise UserError(f"trifeature: size given twice ({merged['size']} and {size})")
         merged["size"] = size
     return TrifeatureConfig.from_options(merged)
