@@ -165,3 +165,17 @@ def test_source_string_equals_keywords_and_errors():
         load("trifeature:n_test=5", split="test", format="folder")
     splits = load_splits("trifeature:n_train=20,n_test=10,n_conflict=10")
     assert {k: len(v) for k, v in splits.items()} == {"train": 20, "test": 10, "conflict": 10}
+
+
+def test_output_does_not_depend_on_chunking_or_threads(monkeypatch):
+    import robustlens.data.trifeature as tf
+
+    ref = small(n_train=300, texture_corr=0.3)
+    monkeypatch.setattr(tf, "_CHUNK", 7)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        other = small(n_train=300, texture_corr=0.3)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(ref.images, other.images) and torch.equal(ref.boxes, other.boxes)
