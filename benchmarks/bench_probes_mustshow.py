@@ -96,8 +96,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/probes_mustshow")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--source", default="trifeature")
-    ap.add_argument("--only", choices=["std", "adv", "eval", "all"], default="all",
-                    help="train one model and stop (run std and adv as two processes), or only evaluate")
+    ap.add_argument("--only", choices=["std", "adv", "eval", "neurons", "all"], default="all",
+                    help="train one model and stop (run std and adv as two processes), only evaluate, or only redo the neuron analysis")
     ap.add_argument("--n-test", type=int, default=1000, help="test images for the probe curves")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--loop", choices=["auto", "private"], default="auto", help="training loop (auto: robustlens.train when present)")
@@ -140,14 +140,17 @@ def main() -> None:
         "invert", "greyscale", "lowpass", "highpass", "stylize", "silhouette", "edges",
     ]
     t0 = time.time()
-    rows = evaluate_probes(models, test.head(args.n_test), probes, batch_size=500, progress=False)
+    if args.only == "neurons":
+        rows = json.loads((out / "probes.json").read_text())
+    else:
+        rows = evaluate_probes(models, test.head(args.n_test), probes, batch_size=500, progress=False)
     res["probe_seconds"] = time.time() - t0
     res["probes"] = rows
     write_table(rows, out / "probes")
     plot_curves(rows, out / "curves.png")
     plot_curves(rows, out / "blur.png", probes=["blur"])
     plot_curves(rows, out / "median.png", probes=["median"])
-    neur = {m: analyse_model(models[m], test.head(min(args.n_test, 1000))) for m in models}
+    neur = {m: analyse_model(models[m], conflict.head(min(args.n_test, 1000))) for m in models}
     res["neurons"] = compare_summary(neur)
     plot_neurons(neur, out / "neurons.png")
     write_json_atomic(out / "results.json", res)

@@ -192,7 +192,14 @@ def run(args: argparse.Namespace) -> int:
         from robustlens.probes.neurons import analyse_model, compare_summary, plot_neurons
 
         layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
+        from robustlens.data.source import is_procedural as _proc
+
         ndata = data if data.factors is not None and data.factor_names else None
+        if _proc(args.data) and args.split != "conflict":
+            # train/test splits tie texture to shape; the conflict split varies the factors independently
+            ndata = load(args.data, split="conflict", size=args.size)
+            if args.limit:
+                ndata = ndata.head(args.limit)
         from robustlens.probes.neurons import default_layers, get_layer
 
         res = {}

@@ -25,6 +25,10 @@ mean activation over spatial positions. Then, per channel:
   colour = 7; 30 in all on the procedural set) whose mean activation exceeds the channel's mean
   over all images by more than ``z`` (default 1.0) standard deviations. A channel that never
   varies detects no concept.
+
+Factors must vary independently for these to mean anything: on the procedural set's train and
+test splits texture copies shape, so use its ``conflict`` split (shape, texture, colour drawn
+independently); perfectly confounded factor pairs are listed under ``confounded``.
 """
 
 from __future__ import annotations
@@ -176,6 +180,13 @@ def concept_selectivity(acts: Tensor, factors: Tensor, factor_names: Sequence[st
             counts += on.long()
             for c in torch.nonzero(on).flatten().tolist():
                 concepts[c].append(f"{fname}={v}")
+    # factors that always move together (e.g. texture copies shape in the train/test splits)
+    # cannot be told apart: flag them; use the cue-conflict split, where they vary independently
+    confounded = [
+        [factor_names[i], factor_names[j]]
+        for i in range(f.shape[1]) for j in range(i + 1, f.shape[1])
+        if len(torch.unique(f[:, [i, j]], dim=0)) == max(len(torch.unique(f[:, i])), len(torch.unique(f[:, j])))
+    ]
     valid = ~torch.isnan(eta).all(1)
     best = torch.where(valid, torch.nan_to_num(eta, nan=-1.0).argmax(1), torch.full((a.shape[1],), -1, dtype=torch.long))
     return {
@@ -185,6 +196,7 @@ def concept_selectivity(acts: Tensor, factors: Tensor, factor_names: Sequence[st
         "n_concepts": counts.tolist(),
         "concepts": concepts,
         "z": z,
+        "confounded": confounded,
     }
 
 
