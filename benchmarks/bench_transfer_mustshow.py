@@ -34,7 +34,7 @@ from robustlens.transfer.fusion import run_fusion_study, table_markdown
 
 
 def get_backbone(out: Path, kind: str, seed: int, train, args) -> torch.nn.Module:
-    path = out / "backbones" / f"{kind}_s{seed}.pt"
+    path = out / f"backbones{args.tag}" / f"{kind}_s{seed}.pt"
     torch.manual_seed(seed)
     model = create("small_cnn", 10, width=args.width)
     if path.exists():
@@ -72,6 +72,8 @@ def main() -> int:
     p.add_argument("--kinds", default="robust,det", help="constructed sets to build (robust, det, rand)")
     p.add_argument("--cstd-width", type=int, default=None, help="train a separate STD source for det / rand with this width")
     p.add_argument("--cstd-epochs", type=int, default=15)
+    p.add_argument("--tag", default="", help="suffix of the backbones / fusion folders (another backbone recipe)")
+    p.add_argument("--seeds", default="0,1", help="with --only backbones: train only these seeds (parallel processes)")
     p.add_argument("--construct-name", default="construct", help="subfolder of --out for the construction stage")
     p.add_argument("--threads", type=int, default=1, help="1 is much faster on a shared 2-core machine")
     args = p.parse_args()
@@ -81,8 +83,13 @@ def main() -> int:
 
     train = load(args.source, split="train", size=32)
     test = load(args.source, split="test", size=32)
+    if args.only == "backbones":
+        for s in [int(v) for v in args.seeds.split(",")]:
+            for k in ("std", "adv"):
+                get_backbone(out, k, s, train, args)
+        return 0
     models = {(k, s): get_backbone(out, k, s, train, args) for k in ("std", "adv") for s in (0, 1)}
-    bb_file = out / "backbones" / "eval.json"
+    bb_file = out / f"backbones{args.tag}" / "eval.json"
     if not bb_file.exists():
         ev = {}
         xt, yt = test.float()[: args.n_eval], test.labels[: args.n_eval]
@@ -91,8 +98,6 @@ def main() -> int:
             ev[f"{k}_s{s}"] = {"clean": accuracy(m, test.float(), test.labels), "pgd_linf_8/255": ra["robust_accuracy"]}
         write_json_atomic(bb_file, {"source": args.source, "n_eval_robust": args.n_eval, "pgd_steps": args.eval_steps, "models": ev})
     print(json.dumps(json.loads(bb_file.read_text())["models"], indent=1))
-    if args.only == "backbones":
-        return 0
 
     if args.only in (None, "fusion"):
         sizes = [int(s) for s in args.sizes.split(",")]
@@ -102,7 +107,7 @@ def main() -> int:
             "std,adv,std+std,adv+adv,std+adv",
             repeats=args.repeats,
             mode="linear",
-            out_dir=out / "fusion",
+            out_dir=out / f"fusion{args.tag}",
         )
         print(table_markdown(res["table"]))
         print(json.dumps(res["pattern"], indent=1))

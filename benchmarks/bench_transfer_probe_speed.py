@@ -49,7 +49,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
             heads[name] = h
     med = {k: statistics.median(v) for k, v in times.items()}
-    diff = float((heads["precomputed"].weight - heads["end_to_end"].weight).abs().max())
+    diff = float((heads["precomputed"].weight - heads["end_to_end"].weight).detach().abs().max())
     print(f"n={a.n} size={a.size} width={a.width} epochs={a.epochs} threads={a.threads}")
     print(f"median s: precomputed {med['precomputed']:.2f}, end to end {med['end_to_end']:.2f}; "
           f"speed-up {med['end_to_end'] / med['precomputed']:.1f}x; max |dW| {diff:.1e}")
