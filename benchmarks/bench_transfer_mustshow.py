@@ -63,6 +63,7 @@ def main() -> int:
     p.add_argument("--n-construct", type=int, default=1000)
     p.add_argument("--robust-steps", type=int, default=100)
     p.add_argument("--robust-step-size", type=float, default=0.5)
+    p.add_argument("--robust-init", default="image", choices=["image", "noise"])
     p.add_argument("--det-steps", type=int, default=20)
     p.add_argument("--det-step-size", type=float, default=0.1)
     p.add_argument("--train-epochs", type=int, default=15)
@@ -132,7 +133,7 @@ def main() -> int:
         details = {}
         for kind in args.kinds.split(","):
             if kind == "robust":
-                m, spec = models[("adv", 0)], dict(steps=args.robust_steps, step_size=args.robust_step_size)
+                m, spec = models[("adv", 0)], dict(steps=args.robust_steps, step_size=args.robust_step_size, init=args.robust_init)
             else:
                 m, spec = std_src, dict(steps=args.det_steps, step_size=args.det_step_size, eps=args.det_eps)
             name = {"robust": "D_R", "det": "D_det", "rand": "D_rand"}[kind]
