@@ -93,9 +93,12 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         child(args)
         return
@@ -112,7 +115,7 @@ def main() -> None:
     mem: dict[str, float] = {}
     if not args.no_memory:
         for n in names:
-            cmd = [sys.executable, __file__, "--child", n, "--arch", args.arch, "--batch", str(args.batch), "--size", str(args.size),
+            cmd = [sys.executable, __file__, "--child", n, "--threads", str(torch.get_num_threads()), "--arch", args.arch, "--batch", str(args.batch), "--size", str(args.size),
                    "--steps", str(args.steps), "--samples", str(args.samples)] + (["--width", str(args.width)] if args.width else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             mem[n] = json.loads(out)["peak_growth_mib"]
