@@ -38,7 +38,20 @@ def _load(module: str):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _selected_command(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first token that is not an option), if any."""
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that subcommand's module is imported and configured.
+
+    Importing every subcommand (and torch with them) costs seconds, which would dominate a fully
+    cached ``robustlens study`` rerun; so only the command being run is configured.
+    """
     parser = argparse.ArgumentParser(
         prog="robustlens",
         description="What do adversarially robust models look at? Compare STD and ADV classifiers side by side.",
@@ -47,15 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        mod = _load(module)
-        if mod is not None:
-            mod.configure(p)
+        if only is None or only == name:
+            mod = _load(module)
+            if mod is not None:
+                mod.configure(p)
         p.set_defaults(_module=module, _name=name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    command = _selected_command(argv)
+    parser = build_parser(only=command or "")
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -39,39 +39,39 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def _jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
     """Turn tensors, numpy values, paths and non-finite floats into plain JSON values."""
     try:
         import numpy as np
     except ImportError:  # pragma: no cover
         np = None
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if np is not None:
         if isinstance(obj, np.generic):
-            return _jsonable(obj.item())
+            return to_jsonable(obj.item())
         if isinstance(obj, np.ndarray):
-            return _jsonable(obj.tolist())
+            return to_jsonable(obj.tolist())
     if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # torch.Tensor
-        return _jsonable(obj.detach().cpu().tolist())
+        return to_jsonable(obj.detach().cpu().tolist())
     return obj
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
     """Write ``obj`` as JSON atomically (tensors and numpy values are converted)."""
-    text = json.dumps(_jsonable(obj), indent=indent, sort_keys=False) + "\n"
+    text = json.dumps(to_jsonable(obj), indent=indent, sort_keys=False) + "\n"
     write_bytes_atomic(path, text.encode())
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line (metrics logs). A line is written with a single ``write``."""
-    line = json.dumps(_jsonable(obj)) + "\n"
+    line = json.dumps(to_jsonable(obj)) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(line)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from robustlens.errors import UserError
-from robustlens.io import _jsonable, atomic_path, read_json, versions, write_bytes_atomic
+from robustlens.io import atomic_path, read_json, to_jsonable, versions, write_bytes_atomic
 from robustlens.models.base import ImageClassifier
 from robustlens.models.zoo import available, create
 
@@ -116,12 +116,12 @@ def save_checkpoint(path: str | Path, model: ImageClassifier, meta: dict | None 
         "versions": versions(),
     }
     for key, value in meta.items():
-        if key in _RESERVED and _jsonable(value) != _jsonable(sidecar[key]):
+        if key in _RESERVED and to_jsonable(value) != to_jsonable(sidecar[key]):
             raise UserError(f"save_checkpoint: meta[{key!r}] = {value!r} contradicts the model ({sidecar[key]!r}); that field is filled in from the model")
         if key not in _RESERVED:
             sidecar[key] = value
     try:
-        text = json.dumps(_jsonable(sidecar), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(to_jsonable(sidecar), indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
         raise UserError(f"save_checkpoint: meta is not JSON-serialisable ({e})") from None
 
