@@ -207,27 +207,68 @@ class GenerationSpec:
 
 @dataclass
 class TransferSpec:
-    """``[stages.transfer]``: late fusion of backbones (main paper Sec. 4.2, Fig. 9)."""
+    """``[stages.transfer]``: late fusion of backbones (main paper Sec. 4.2, Fig. 9).
+
+    Every variant of ``variants`` (``std``, ``adv``, ``std+std``, ``adv+adv``, ``std+adv``)
+    gets a new linear head on the concatenated penultimate features of its backbones and is
+    trained on the study's data set rendered / resized to each of ``sizes`` (the target
+    splits: ``n_train`` / ``n_test`` images, 0 = as many as the study uses, with
+    ``target_options`` added to ``data.options``, e.g. ``{ seed = 1 }`` for fresh procedural
+    images). ``linear_probe = false`` fine-tunes everything (the paper: 30 epochs at lr 0.001);
+    ``true`` trains the head only on frozen features (``lr = 0``: 0.05). A kind that appears
+    twice needs a second model of that kind: ``second_std`` / ``second_adv`` name one of
+    ``[models]``; ``""`` trains it inside the study as ``transfer_std2`` / ``transfer_adv2``
+    (the STD / ADV recipe with ``seed + 1``, its own cached ``train_`` stage).
+    """
 
     enabled: bool = False
     variants: list[str] = field(default_factory=lambda: ["std", "adv", "std+std", "adv+adv", "std+adv"])
     sizes: list[int] = field(default_factory=lambda: [32, 64])
     epochs: int = 2
     lr: float = 0.001
+    batch_size: int = 128
     repeats: int = 1
     linear_probe: bool = False
+    n_train: int = 0
+    n_test: int = 0
+    target_options: dict = field(default_factory=dict)
+    second_std: str = ""
+    second_adv: str = ""
 
 
 @dataclass
 class ConstructSpec:
-    """``[stages.construct]``: robust and non-robust data sets (Ilyas et al. 2019)."""
+    """``[stages.construct]``: robust and non-robust data sets (Ilyas et al. 2019, Sec. 3).
+
+    From the first ``n`` training images (0 = all): D_R (``"robust"``) inverts the ADV
+    model's penultimate representation (``robust_steps`` normalised L2 steps of
+    ``step_size`` from ``robust_init`` = another training ``image`` or ``noise``; paper: 1000
+    steps of 0.1 from an image); D_det / D_rand (``"det"`` / ``"rand"``) are targeted L2 PGD
+    perturbations of the STD model (radius ``eps``, ``steps`` steps of ``step_size``; paper:
+    0.5, 100, 0.1) towards y+1 / a random class, relabelled with the target. A fresh model
+    (``arch`` / ``arch_options``, ``""`` = the STD model's) is trained on each for ``epochs``
+    (SGD momentum 0.9, cosine ``lr``, ``batch_size``) and evaluated on the first ``eval_n``
+    original test images (0 = all), clean and under PGD-``attack_steps`` at the study's
+    threat. ``baseline``: the same recipe on the ``n`` original images, for comparison.
+    """
 
     enabled: bool = False
     n: int = 1000
+    datasets: list[str] = field(default_factory=lambda: ["robust", "det", "rand"])
     steps: int = 100
     eps: float = 0.5
+    step_size: float = 0.1
+    robust_steps: int = 200
+    robust_init: str = "image"
     epochs: int = 5
-    datasets: list[str] = field(default_factory=lambda: ["robust", "det", "rand"])
+    lr: float = 0.05
+    batch_size: int = 128
+    arch: str = ""
+    arch_options: dict = field(default_factory=dict)
+    baseline: bool = True
+    eval_n: int = 0
+    attack_steps: int = 20
+    chunk_size: int = 256
 
 
 @dataclass
@@ -484,8 +525,90 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
     if st.robustness.pgd_steps <= 0:
         fail(("stages", "robustness"), "pgd_steps", "expected a positive number of steps")
     for v in st.transfer.variants:
-        if v not in ("std", "adv", "std+std", "adv+adv", "std+adv"):
+        if v not in TRANSFER_VARIANTS:
             fail(("stages", "transfer"), "variants", f"unknown variant {v!r}; expected std, adv, std+std, adv+adv, std+adv")
+    _check_transfer(spec, fail)
+    _check_construct(spec, fail)
+
+
+TRANSFER_VARIANTS = ("std", "adv", "std+std", "adv+adv", "std+adv")
+CONSTRUCT_KINDS = ("robust", "det", "rand")
+
+
+def transfer_second_models(spec: Spec) -> dict[str, str]:
+    """``{kind: model name}`` of the second backbone each repeated kind of the transfer
+    variants needs (``std+std`` -> ``std``, ``adv+adv`` -> ``adv``): the model named by
+    ``stages.transfer.second_<kind>``, else ``transfer_<kind>2`` (trained inside the study)."""
+    t = spec.stages.transfer
+    out = {}
+    for kind in ("std", "adv"):
+        if f"{kind}+{kind}" in t.variants:
+            out[kind] = getattr(t, f"second_{kind}") or f"transfer_{kind}2"
+    return out
+
+
+def _check_transfer(spec: Spec, fail) -> None:
+    t = spec.stages.transfer
+    tab = ("stages", "transfer")
+    if not t.variants:
+        fail(tab, "variants", "expected at least one variant (std, adv, std+std, adv+adv, std+adv)")
+    if not t.sizes or any(s <= 0 for s in t.sizes):
+        fail(tab, "sizes", f"expected a non-empty list of positive image sides, got {t.sizes}")
+    if len(set(t.sizes)) != len(t.sizes):
+        fail(tab, "sizes", f"sizes repeat: {t.sizes}")
+    for key in ("epochs", "repeats", "batch_size"):
+        if getattr(t, key) <= 0:
+            fail(tab, key, f"expected a positive integer, got {getattr(t, key)}")
+    if t.lr < 0:
+        fail(tab, "lr", f"expected a learning rate >= 0 (0 = the mode's default), got {t.lr}")
+    for key in ("n_train", "n_test"):
+        if getattr(t, key) < 0:
+            fail(tab, key, f"expected a value >= 0 (0 = as many as the study uses), got {getattr(t, key)}")
+    for kind in ("std", "adv"):
+        key = f"second_{kind}"
+        name = getattr(t, key)
+        implicit = f"transfer_{kind}2"
+        if name:
+            if name not in spec.models:
+                fail(tab, key, f"no model {name!r} in [models] ({', '.join(spec.models)})")
+            if name == kind:
+                fail(tab, key, f"the second {kind.upper()} backbone must be another model than models.{kind} (another seed)")
+            m = spec.models[name]
+            if not m.checkpoint and (m.mode == "std") != (kind == "std"):
+                want = "standard (mode 'std')" if kind == "std" else "adversarially trained"
+                fail(tab, key, f"models.{name} is trained with mode {m.mode!r}; the second {kind.upper()} backbone must be {want}")
+        elif t.enabled and f"{kind}+{kind}" in t.variants:
+            if implicit in spec.models:
+                fail(tab, key, f"models.{implicit} exists but is not named here; set {key} = {implicit!r} "
+                               "(or rename that model: the name is used for the second backbone trained by the study)")
+            if spec.models[kind].checkpoint:
+                fail(tab, key, f"variant {kind}+{kind} needs a second {kind.upper()} model and models.{kind} is a checkpoint "
+                               f"(no recipe to train another seed from); name one of [models] here")
+
+
+def _check_construct(spec: Spec, fail) -> None:
+    c = spec.stages.construct
+    tab = ("stages", "construct")
+    for kind in c.datasets:
+        if kind not in CONSTRUCT_KINDS:
+            close = difflib.get_close_matches(kind, CONSTRUCT_KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            fail(tab, "datasets", f"unknown data set {kind!r}{hint}; expected robust, det, rand")
+    if len(set(c.datasets)) != len(c.datasets):
+        fail(tab, "datasets", f"data sets repeat: {c.datasets}")
+    if c.enabled and not c.datasets:
+        fail(tab, "datasets", "expected at least one of robust, det, rand")
+    for key in ("n", "eval_n"):
+        if getattr(c, key) < 0:
+            fail(tab, key, f"expected a value >= 0 (0 = all), got {getattr(c, key)}")
+    for key in ("steps", "robust_steps", "epochs", "batch_size", "attack_steps", "chunk_size"):
+        if getattr(c, key) <= 0:
+            fail(tab, key, f"expected a positive integer, got {getattr(c, key)}")
+    for key in ("eps", "step_size", "lr"):
+        if getattr(c, key) <= 0:
+            fail(tab, key, f"expected a positive number, got {getattr(c, key)}")
+    if c.robust_init not in ("image", "noise"):
+        fail(tab, "robust_init", f"expected 'image' or 'noise', got {c.robust_init!r}")
 
 
 def parse_spec(text: str, path: str = "<spec>", base_dir: str | Path | None = None) -> Spec:
