@@ -76,3 +76,15 @@ def test_user_error_is_one_line_exit_2(capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err == "robustlens fake: error: --eps: expected a number, got 'x'"
     assert "Traceback" not in err
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    p = tmp_path / "report.html"
+    write_json_atomic(p, {})
+    mode = stat.S_IMODE(os.stat(p).st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask
