@@ -58,3 +58,38 @@ def write_tiny_spec(folder: Path, **replace: str) -> Path:
     p = folder / "tiny.toml"
     p.write_text(text)
     return p
+
+
+# Appended to TINY_SPEC: the opt-in transfer and construct stages, run for real but tiny
+# (targets at 16 and 24 px, linear probe, a handful of construction steps).
+TINY_TRANSFER = """
+[stages.transfer]
+enabled = true
+sizes = [16, 24]
+epochs = 2
+lr = 0
+batch_size = 64
+linear_probe = true
+n_train = 96
+n_test = 48
+target_options = {{ seed = 1 }}
+[stages.construct]
+enabled = true
+n = 48
+steps = 3
+eps = 1.0
+robust_steps = 3
+epochs = 1
+batch_size = 32
+eval_n = 32
+attack_steps = 2
+chunk_size = 32
+"""
+
+
+def write_tiny_transfer_spec(folder: Path, name: str = "tinytc") -> Path:
+    """The tiny spec with transfer and construct enabled (its own run folder ``name``)."""
+    text = (TINY_SPEC + TINY_TRANSFER).format(out=str(folder / "runs")).replace('name = "tiny"', f'name = "{name}"')
+    p = folder / f"{name}.toml"
+    p.write_text(text)
+    return p

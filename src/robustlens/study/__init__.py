@@ -109,7 +109,8 @@ def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
     write_json_atomic(run_dir / "results.json", results)
     # Checkpoints next to the report (copies of the train stages' files).
     ck_dir = run_dir / "checkpoints"
-    for name in spec.models:
+    # Every trained model, including the second transfer backbones the study trains itself.
+    for name in [k[len("train_"):] for k in outputs if k.startswith("train_")]:
         out = outputs.get(f"train_{name}")
         if out is None or not out.measured or out.result.get("source") != "trained":
             continue

@@ -197,37 +197,70 @@ def _sanity_guided(res: dict) -> tuple[dict, bool]:
     return nums, ok
 
 
-def _fusion(res: dict) -> tuple[dict, bool]:
-    table = _get(res, "transfer", "table")  # {size: {variant: accuracy}}
+def _fusion_table(res: dict, variants: tuple[str, ...]) -> tuple[list[str], dict]:
+    table = _get(res, "transfer", "table")  # {size: {variant: mean test accuracy}}
     sizes = sorted(table, key=lambda s: int(s))
     if len(sizes) < 2:
         raise _Missing("transfer/table (needs >= 2 resolutions)")
+    for s in sizes:
+        for need in variants:
+            if need not in table[s]:
+                raise _Missing(f"transfer/table/{s}/{need}")
+    return sizes, table
+
+
+#: accuracy ties within this margin count as "best" (a repeat-to-repeat spread is of this order)
+FUSION_TIE = 0.005
+#: how far behind the best STD+ADV may be and still be "near the best"
+FUSION_NEAR = 0.02
+
+
+def _fusion(res: dict) -> tuple[dict, bool]:
+    sizes, table = _fusion_table(res, ("adv+adv", "std+std"))
     lo, hi = table[sizes[0]], table[sizes[-1]]
-    for need in ("adv+adv", "std+std", "std+adv"):
-        if need not in lo or need not in hi:
-            raise _Missing(f"transfer/table/{need}")
     nums = {}
     for s in (sizes[0], sizes[-1]):
-        for v in ("std+std", "adv+adv", "std+adv"):
-            nums[f"{v} @ {s}px"] = _r(table[s][v])
-    ok = (
-        lo["adv+adv"] >= max(lo.values()) - 1e-9
-        and hi["std+std"] >= max(hi.values()) - 1e-9
-        and all(t["std+adv"] >= max(t.values()) - 0.02 for t in (lo, hi))
-    )
+        best = max(table[s], key=table[s].get)
+        nums[f"best @ {s}px"] = f"{best.upper()} {table[s][best]:.4f}"
+        for v in ("std+std", "adv+adv"):
+            nums[f"{v.upper()} @ {s}px"] = _r(table[s][v])
+    ok = lo["adv+adv"] >= max(lo.values()) - FUSION_TIE and hi["std+std"] >= max(hi.values()) - FUSION_TIE
+    return nums, ok
+
+
+def _fusion_mixed(res: dict) -> tuple[dict, bool]:
+    sizes, table = _fusion_table(res, ("std+adv",))
+    nums, ok = {}, True
+    for s in sizes:
+        gap = max(table[s].values()) - table[s]["std+adv"]
+        nums[f"STD+ADV @ {s}px"] = _r(table[s]["std+adv"])
+        nums[f"gap to best @ {s}px"] = _r(gap)
+        ok = ok and gap <= FUSION_NEAR
     return nums, ok
 
 
 def _robust_dataset(res: dict) -> tuple[dict, bool]:
-    r = _get(res, "construct", "datasets", "robust", "robust_accuracy")
-    s = _get(res, "robustness", "models", "std", "robust_accuracy")
-    return {"D_R model robust": _r(r), "STD robust": _r(s)}, r - s > 0.10
+    d = _get(res, "construct", "datasets")
+    r = _get(d, "robust", "robust_accuracy")
+    nums = {"D_R model clean": _r(_get(d, "robust", "clean_accuracy")), "D_R model robust": _r(r)}
+    if "original" in d:
+        base = _get(d, "original", "robust_accuracy")
+        nums["same recipe on the original images: robust"] = _r(base)
+    else:
+        base = _get(res, "robustness", "models", "std", "robust_accuracy")
+        nums["STD model robust (robustness stage)"] = _r(base)
+    nums["difference"] = _r(r - base)
+    return nums, r - base > 0.10
 
 
-def _nonrobust_dataset(res: dict) -> tuple[dict, bool]:
-    acc = _get(res, "construct", "datasets", "det", "clean_accuracy")
-    k = len(_get(res, "data", "classes"))
-    return {"D_det model clean (original labels)": _r(acc), "chance": _r(1 / k)}, acc > 2 / k
+def _nonrobust(kind: str) -> Callable[[dict], tuple[dict, bool]]:
+    def check(res: dict) -> tuple[dict, bool]:
+        acc = _get(res, "construct", "datasets", kind, "clean_accuracy")
+        chance = _get(res, "construct", "chance")
+        name = "D_det" if kind == "det" else "D_rand"
+        return {f"{name} model clean (original labels)": _r(acc), "chance": _r(chance), "ratio to chance": _r(acc / chance)}, acc > 2 * chance
+
+    return check
 
 
 CLAIMS: list[Claim] = [
@@ -265,12 +298,18 @@ CLAIMS: list[Claim] = [
     Claim("generation", AGGARWAL, "Large targeted perturbations of ADV models turn images into the target class (perceptually aligned gradients).",
           "holds if an independent judge model assigns ADV's generated images to the target at least 0.10 more often than STD's",
           _generation),
-    Claim("fusion", MAIN, "Late fusion: ADV+ADV best at low resolution, STD+STD at high, STD+ADV near the best everywhere (Fig. 9).",
-          "holds if ADV+ADV is best at the lowest size, STD+STD at the highest, STD+ADV within 0.02 of the best at both", _fusion),
+    Claim("fusion", MAIN, "Late fusion: ADV+ADV is the best variant at low resolution, STD+STD at high resolution (Fig. 9).",
+          f"holds if ADV+ADV is within {FUSION_TIE} of the best variant at the lowest size and STD+STD within {FUSION_TIE} "
+          "of the best at the highest (mean test accuracy over repeats)", _fusion),
+    Claim("fusion_mixed", MAIN, "Late fusion: STD+ADV is close to the best variant at every resolution (Fig. 9).",
+          f"holds if STD+ADV is within {FUSION_NEAR} of the best variant at every size", _fusion_mixed),
     Claim("robust_dataset", ILYAS, "A standard model trained on the robust data set D_R is itself robust.",
-          "holds if its robust accuracy exceeds the STD model's by > 0.10", _robust_dataset),
+          "holds if its PGD accuracy on the original test set exceeds that of the same recipe trained on the original images "
+          "(or, without that baseline, the STD model's) by > 0.10", _robust_dataset),
     Claim("nonrobust_dataset", ILYAS, "A model trained on the relabelled non-robust set D_det generalises to the original test labels.",
-          "holds if its clean accuracy on the original test set > 2 x chance", _nonrobust_dataset),
+          "holds if its clean accuracy on the original test set > 2 x chance", _nonrobust("det")),
+    Claim("nonrobust_rand", ILYAS, "A model trained on the relabelled non-robust set D_rand generalises to the original test labels.",
+          "holds if its clean accuracy on the original test set > 2 x chance", _nonrobust("rand")),
 ]
 
 

@@ -8,6 +8,13 @@ DAG (each arrow: "consumes")::
                                                             localisation, generation
                                                          -> transfer, construct (opt-in)
 
+``transfer`` consumes train_std, train_adv and, for ``std+std`` / ``adv+adv``, a second model
+of that kind: the one named by ``stages.transfer.second_std`` / ``second_adv``, or else
+``train_transfer_std2`` / ``train_transfer_adv2``, extra train stages added to the DAG (the
+first model's recipe with ``seed + 1``; cached and resumable like every train stage, and
+left out of the analysis stages). ``construct`` consumes train_std (D_det, D_rand) and
+train_adv (D_R).
+
 Every stage returns a JSON-able dict (its schema is in ``docs/results-schema.md``) and writes
 its figures (PNG, matplotlib Agg) into its own folder; ``result["figures"]`` maps a figure
 key to its file name. Each stage hashes only its own parameters (plus, through the DAG, its
@@ -26,7 +33,7 @@ from typing import Any
 
 from robustlens.errors import UserError
 from robustlens.study.runner import NotMeasured, StageContext, StageDef, require
-from robustlens.study.spec import Spec, parse_eps
+from robustlens.study.spec import Spec, parse_eps, transfer_second_models
 
 # Fixed per-stage offsets added to spec.seed (documented, never changed).
 SEED_OFFSETS = {
@@ -70,21 +77,54 @@ def load_data(shared: dict) -> dict:
     """The data splits of the spec ({"train", "test"[, "conflict"]}), loaded once per run."""
     if "data" in shared:
         return shared["data"]
+    spec: Spec = shared["spec"]
+    d = spec.data
+    shared["data"] = _read_splits(spec, d.size or None, {}, d.n_train, d.n_test, conflict=True)
+    return shared["data"]
+
+
+def load_target_splits(shared: dict, size: int, n_train: int = 0, n_test: int = 0, extra_options: dict | None = None) -> dict:
+    """The study's data set at side ``size`` ({"train", "test"}), for the transfer stage.
+
+    The same source and options as ``[data]`` (plus ``extra_options``): the procedural set is
+    rendered at ``size``, an on-disk set is resized by its reader. ``n_train`` / ``n_test``
+    (0 = ``data.n_train`` / ``data.n_test``) limit the splits exactly as :func:`load_data` does.
+    Memoised per run."""
+    spec: Spec = shared["spec"]
+    d = spec.data
+    extra = dict(extra_options or {})
+    n_train, n_test = n_train or d.n_train, n_test or d.n_test
+    key = (int(size), n_train, n_test, tuple(sorted((k, repr(v)) for k, v in extra.items())))
+    memo = shared.setdefault("targets", {})
+    if key not in memo:
+        if size == d.size and not extra and (n_train, n_test) == (d.n_train, d.n_test):
+            data = load_data(shared)
+            memo[key] = {"train": data["train"], "test": data["test"]}
+        else:
+            memo[key] = _read_splits(spec, int(size), extra, n_train, n_test, conflict=False)
+    return memo[key]
+
+
+def _read_splits(spec: Spec, size: int | None, extra: dict, n_train: int, n_test: int, conflict: bool) -> dict:
+    """Read the spec's data source at ``size``: train, test (or a seeded 20% of a lone split)
+    and, when ``conflict`` and present, the cue-conflict split; ``n_train`` / ``n_test`` cut
+    the splits to that many images by a seeded permutation."""
     import torch
 
     from robustlens.data import load_splits
     from robustlens.data.source import is_procedural
 
-    spec: Spec = shared["spec"]
     d = spec.data
-    opts = dict(d.options)
+    opts = {**d.options, **extra}
     procedural = is_procedural(d.source)
     if procedural:
-        if d.n_train and "n_train" not in opts:
-            opts["n_train"] = d.n_train
-        if d.n_test and "n_test" not in opts:
-            opts["n_test"] = d.n_test
-    splits = load_splits(d.source, size=d.size or None, format=d.format or None, **opts)
+        if n_train and "n_train" not in opts:
+            opts["n_train"] = n_train
+        if n_test and "n_test" not in opts:
+            opts["n_test"] = n_test
+        if not conflict:
+            opts["splits"] = ["train", "test"]
+    splits = load_splits(d.source, size=size, format=d.format or None, **opts)
     if "train" not in splits:
         raise UserError(f"data.source {d.source!r}: no 'train' split (found {', '.join(splits)})")
     test_name = next((s for s in ("test", "val", "valid", "validation") if s in splits), None)
@@ -97,14 +137,13 @@ def load_data(shared: dict) -> dict:
         splits = {"train": full.subset(perm[k:].sort().values), "test": full.subset(perm[:k].sort().values)}
         test_name = "test"
     out = {"train": splits["train"], "test": splits[test_name]}
-    if "conflict" in splits:
+    if conflict and "conflict" in splits:
         out["conflict"] = splits["conflict"]
-    for key, n in (("train", d.n_train), ("test", d.n_test)):
+    for key, n in (("train", n_train), ("test", n_test)):
         if n and len(out[key]) > n:
             g = torch.Generator().manual_seed(spec.seed + (1 if key == "test" else 0))
             idx = torch.randperm(len(out[key]), generator=g)[:n].sort().values
             out[key] = out[key].subset(idx)
-    shared["data"] = out
     return out
 
 
@@ -132,9 +171,10 @@ def load_model(ctx: StageContext, name: str):
 
 
 def analysis_models(spec: Spec) -> list[str]:
-    """Models compared in the analysis stages: every model except a dedicated generation judge."""
-    judge = spec.stages.generation.judge
-    return [m for m in spec.models if m != judge or m in ("std", "adv")]
+    """Models compared in the analysis stages: every model except a dedicated generation
+    judge and the second backbones named by ``stages.transfer.second_std`` / ``second_adv``."""
+    helpers = {spec.stages.generation.judge, spec.stages.transfer.second_std, spec.stages.transfer.second_adv} - {""}
+    return [m for m in spec.models if m not in helpers or m in ("std", "adv")]
 
 
 def _accuracy(model, x, y, batch_size: int = 500) -> float:
@@ -990,19 +1030,280 @@ def stage_generation(ctx: StageContext) -> dict:
 # ----------------------------------------------------------------------------- transfer / construct
 
 
+def _strip_seconds(obj: Any) -> Any:
+    """Drop wall-clock fields (results.json holds none: reruns must write identical files)."""
+    if isinstance(obj, dict):
+        return {k: _strip_seconds(v) for k, v in obj.items() if not _is_time_key(k)}
+    if isinstance(obj, list):
+        return [_strip_seconds(v) for v in obj]
+    return obj
+
+
+def _data_name(spec: Spec) -> str:
+    src = spec.data.source
+    base = src.split(":", 1)[0] if not Path(src).exists() else src
+    return Path(base).name.split(".")[0] or base
+
+
 def stage_transfer(ctx: StageContext) -> dict:
-    """Late fusion of STD/ADV backbones (main paper Sec. 4.2, Fig. 9)."""
+    """Late fusion of STD/ADV backbones (Itazuri et al. 2019, Sec. 4.2, Fig. 9) through
+    :func:`robustlens.transfer.fusion.run_fusion_study`.
+
+    Targets: the study's data set at each of ``sizes`` (:func:`load_target_splits`). Each
+    variant concatenates the penultimate features of its backbones (``std+std`` / ``adv+adv``:
+    the first and the second model of that kind, ``params["backbones"]``) into a new linear
+    head, fine-tuned end to end (``linear_probe = false``, the paper's protocol) or trained on
+    frozen features. One size at a time; a finished size is kept in the stage's work folder,
+    so a killed stage resumes at the size it was in.
+    """
+    import copy
+    import json
+
+    from robustlens.io import write_json_atomic
+
     fus = require("robustlens.transfer.fusion", "transfer")
-    fn = getattr(fus, "run_study_table", None) or getattr(fus, "fusion_table", None)
-    if fn is None:
-        raise NotMeasured("robustlens.transfer.fusion has no fusion_table()")
-    raise NotMeasured("transfer integration pending")
+    p = ctx.params
+    spec = _spec(ctx)
+    device = _device(ctx)
+    mode = "linear" if p["linear_probe"] else "finetune"
+    lr = p["lr"] if p["lr"] > 0 else None
+    seed = _seed(ctx, "transfer")
+    kinds_needed = {k for v in p["variants"] for k in v.split("+")}
+    backbones: dict[str, list] = {}
+    for kind, names in p["backbones"].items():
+        if kind not in kinds_needed:
+            continue
+        models = []
+        for n in names:
+            m = copy.deepcopy(load_model(ctx, n))  # the shared copy stays frozen for the other stages
+            for q in m.parameters():
+                q.requires_grad_(True)
+            models.append(m)
+        backbones[kind] = models
+    name = _data_name(spec)
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    runs: list[dict] = []
+    targets: list[dict] = []
+    config: dict = {}
+    for size in sorted(p["sizes"]):
+        cache = ctx.work / f"size_{size}.json"
+        if cache.exists():
+            part = json.loads(cache.read_text())
+        else:
+            ctx.log(f"late fusion at {size}px ({mode}, {len(p['variants'])} variants x {p['repeats']} repeat(s))")
+            splits = load_target_splits(ctx.shared, size, p["n_train"], p["n_test"], p["target_options"])
+            target = fus.Target(name, splits["train"], splits["test"], source=spec.data.source)
+            res = fus.run_fusion_study(backbones, [target], p["variants"], repeats=p["repeats"], mode=mode, epochs=p["epochs"],
+                                       lr=lr, batch_size=p["batch_size"], seed=seed, device=device, show_progress=_tty())
+            cfg = {k: v for k, v in res["config"].items() if k not in ("backbones", "targets", "device")}
+            part = _strip_seconds({"config": cfg, "target": res["config"]["targets"][0], "table": res["table"], "runs": res["runs"]})
+            write_json_atomic(cache, part)
+        config = part["config"]
+        rows.extend(part["table"])
+        runs.extend(part["runs"])
+        targets.append({k: v for k, v in part["target"].items() if k != "source"})
+    sizes = sorted(p["sizes"])
+    table = {str(s): {r["variant"]: r["mean"] for r in rows if r["resolution"] == s} for s in sizes}
+    spread = {str(s): {r["variant"]: r["std"] for r in rows if r["resolution"] == s} for s in sizes}
+    pattern = fus.paper_pattern(rows)
+    fus.plot_fusion(rows, ctx.out / "fusion.png", title=f"late fusion on {name} ({'linear probe' if mode == 'linear' else 'fine-tuning'}, "
+                                                        f"{config.get('epochs')} epochs, lr {config.get('lr')})")
+    backbone_rows = []
+    for kind, names in p["backbones"].items():
+        if kind not in kinds_needed:
+            continue
+        for i, n in enumerate(names):
+            tr = ctx.deps[f"train_{n}"].result
+            backbone_rows.append([f"{kind}{i}", n, tr.get("source", ""), tr.get("config", {}).get("seed", spec.models[n].seed if n in spec.models else ""),
+                                  tr.get("test_accuracy_first_1000")])
+    cells = [[v.upper()] + [f"{100 * table[str(s)][v]:.1f} ± {100 * spread[str(s)][v]:.1f}" if v in table[str(s)] else "" for s in sizes]
+             for v in p["variants"]]
+    best = ", ".join(f"{k}: {e['best'].upper()}" for k, e in pattern["per_dataset"].items())
+    return {
+        "mode": mode, "epochs": config.get("epochs"), "lr": config.get("lr"), "batch_size": p["batch_size"],
+        "repeats": p["repeats"], "seed": seed, "variants": list(p["variants"]), "sizes": sizes, "dataset": name,
+        "backbones": {kind: list(names) for kind, names in p["backbones"].items() if kind in kinds_needed},
+        "targets": targets, "table": table, "spread": spread, "rows": rows, "runs": runs, "pattern": pattern,
+        "figures": {"fusion": "fusion.png"},
+        "captions": {"fusion": "Test accuracy of each fusion variant on the study's data set at each resolution "
+                               "(mean ± std over repeats), ordered by resolution, as in the main paper's Fig. 9."},
+        "summary": f"Late fusion (main paper Sec. 4.2): new linear head on the concatenated penultimate features, "
+                   f"{'trained on frozen backbones (linear probe)' if mode == 'linear' else 'fine-tuned end to end'} for "
+                   f"{config.get('epochs')} epochs at lr {config.get('lr')} (SGD momentum 0.9), {p['repeats']} repeat(s) "
+                   f"(head initialisation and batch order); targets: {name} at {', '.join(f'{s}px' for s in sizes)}. "
+                   f"Best variant: {best}.",
+        "tables": {
+            "test accuracy (%), mean ± std over repeats": {"header": ["variant"] + [f"{s}px" for s in sizes], "rows": cells},
+            "backbones": {"header": ["backbone", "model", "source", "seed", "own test accuracy"], "rows": backbone_rows},
+        },
+    }
 
 
 def stage_construct(ctx: StageContext) -> dict:
-    """Robust and non-robust data sets (Ilyas et al. 2019)."""
-    require("robustlens.transfer.construct", "constructed data sets")
-    raise NotMeasured("construct integration pending")
+    """Robust and non-robust data sets (Ilyas et al. 2019, Sec. 3) through
+    :mod:`robustlens.transfer.construct`: D_R by inverting the ADV model's representation,
+    D_det / D_rand by targeted L2 PGD on the STD model, relabelled with the target; a fresh
+    standard model trained on each (and, with ``baseline``, on the original images) is
+    evaluated on the original test set, clean and under PGD at the study's threat.
+
+    Resumable: construction chunks and each finished training / evaluation are kept in the
+    stage's work folder (everything is seeded, so a resumed stage gives the same numbers).
+    """
+    import json
+
+    import torch
+
+    from robustlens.io import write_json_atomic
+
+    con = require("robustlens.transfer.construct", "constructed data sets")
+    p = ctx.params
+    device = _device(ctx)
+    seed = _seed(ctx, "construct")
+    data = load_data(ctx.shared)
+    train, test = data["train"], data["test"]
+    n = min(p["n"] or len(train), len(train))
+    test_eval = test.head(min(p["eval_n"] or len(test), len(test)))
+    std, adv = load_model(ctx, "std"), load_model(ctx, "adv")
+    if p["arch"]:
+        arch, arch_options = p["arch"], dict(p["arch_options"])
+    else:
+        arch = std.arch
+        arch_options = {k: v for k, v in (getattr(std, "config", {}) or {}).items() if k != "num_classes"}
+        arch_options.update(p["arch_options"])
+    threat = p["threat"]
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    kinds = (["original"] if p["baseline"] else []) + list(p["datasets"])
+    datasets: dict[str, dict] = {}
+    samples: dict[str, Any] = {}
+    x_orig = train.float(slice(0, n))
+    for kind in kinds:
+        if kind == "original":
+            cset = con.ConstructedSet(x_orig, train.labels[:n].clone(), list(train.classes), "original",
+                                      torch.arange(n), train.labels[:n].clone())
+            construction: dict[str, Any] = {}
+        else:
+            source = adv if kind == "robust" else std
+            kw: dict[str, Any] = dict(n=n, step_size=p["step_size"], chunk_size=p["chunk_size"], seed=seed, device=device,
+                                      show_progress=_tty())
+            if kind == "robust":
+                kw.update(steps=p["robust_steps"], init=p["robust_init"])
+            else:
+                kw.update(steps=p["steps"], eps=p["eps"])
+            ctx.log(f"constructing {_CONSTRUCT_NAMES[kind]} from {n} images")
+            cset = con.construct_dataset(source, train, kind, out_dir=ctx.work / kind, **kw)
+            construction = _construction_stats(con, kind, source, cset, x_orig, device)
+        samples[kind] = cset.images[:8]
+        cache = ctx.work / f"eval_{kind}.json"
+        if cache.exists():
+            ev = json.loads(cache.read_text())
+        else:
+            ctx.log(f"training a fresh {arch} on {_CONSTRUCT_NAMES[kind]} ({p['epochs']} epochs) and evaluating it")
+            r = con.train_and_evaluate(cset, test_eval, arch=arch, model_kwargs=arch_options, epochs=p["epochs"], lr=p["lr"],
+                                       batch_size=p["batch_size"], threat_norm=threat["norm"], threat_eps=threat["eps"],
+                                       attack_steps=p["attack_steps"], seed=seed, device=device, show_progress=_tty())
+            ev = _strip_seconds({
+                "clean_accuracy": r["test_clean_accuracy"], "robust_accuracy": r["test_robust_accuracy"],
+                "train_accuracy_constructed_labels": r["train_accuracy_constructed_labels"],
+                "train_agreement_with_original_labels": r["train_agreement_with_original_labels"],
+                "n_train": r["n_train"], "n_test": r["n_test"], "attack": r["attack"], "last_epoch": r["last_epoch"],
+            })
+            write_json_atomic(cache, ev)
+        datasets[kind] = {**ev, "construction": construction}
+    chance = 1.0 / max(1, train.num_classes)
+    figures = {"accuracy": _plot_construct(datasets, ctx.out / "construct_accuracy.png", threat, chance),
+               "samples": _construct_samples(samples, train, ctx.out / "construct_samples.png")}
+    rows = [[_CONSTRUCT_NAMES[k], d["clean_accuracy"], d["robust_accuracy"], d["train_accuracy_constructed_labels"],
+             d["train_agreement_with_original_labels"]] for k, d in datasets.items()]
+    eps_txt = f"{threat['eps'] * 255:.3g}/255" if threat["norm"] == "linf" else f"{threat['eps']:.3g}"
+    return {
+        "n": n, "eval_n": len(test_eval), "chance": chance, "threat": threat, "attack_steps": p["attack_steps"],
+        "settings": {"robust": {"source": "adv", "steps": p["robust_steps"], "step_size": p["step_size"], "init": p["robust_init"]},
+                     "det": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]},
+                     "rand": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]}},
+        "train": {"arch": arch, "arch_options": arch_options, "epochs": p["epochs"], "lr": p["lr"], "batch_size": p["batch_size"],
+                  "seed": seed},
+        "datasets": datasets,
+        "figures": figures,
+        "captions": {"accuracy": f"Fresh standard models trained on each set, evaluated on the original test set: clean and PGD-{p['attack_steps']} "
+                                 f"({threat['norm']} eps {eps_txt}); dashed: chance.",
+                     "samples": "The first training images (top) and what each construction made of them."},
+        "summary": f"Ilyas et al. (2019): from the first {n} training images, D_R inverts the ADV model's penultimate representation "
+                   f"({p['robust_steps']} L2 steps of {p['step_size']} from {'another training image' if p['robust_init'] == 'image' else 'noise'}); "
+                   f"D_det / D_rand perturb towards y+1 / a random class on the STD model (targeted L2 PGD, eps {p['eps']}, {p['steps']} steps) "
+                   f"and relabel with the target. A fresh {arch} is trained on each ({p['epochs']} epochs) and evaluated on {len(test_eval)} "
+                   f"original test images; chance = {chance:.3g}.",
+        "tables": {"fresh models on the original test set": {
+            "header": ["trained on", "clean", f"PGD-{p['attack_steps']} {threat['norm']} {eps_txt}", "train acc. (own labels)",
+                       "train agreement with original labels"], "rows": rows}},
+    }
+
+
+_CONSTRUCT_NAMES = {"original": "D (original images)", "robust": "D_R (robust)", "det": "D_det (y+1)", "rand": "D_rand (random target)"}
+
+
+def _construction_stats(con: Any, kind: str, model, cset, x_orig, device) -> dict:
+    """How well the construction did: D_R's representation distance to the originals
+    (relative to the representation's norm); D_det / D_rand's targeted success and L2 size."""
+    import torch
+
+    out: dict[str, Any] = {"n": len(cset)}
+    bs = 256
+    if kind == "robust":
+        dist, norm = [], []
+        with torch.no_grad():
+            for s in range(0, len(cset), bs):
+                xr, xo = cset.images[s:s + bs].to(device), x_orig[s:s + bs].to(device)
+                dist.append(con.representation_distance(model, xr, xo).cpu())
+                norm.append(model.penultimate(xo).flatten(1).norm(dim=1).cpu())
+        d, g = torch.cat(dist), torch.cat(norm)
+        out["representation_distance"] = float(d.mean())
+        out["relative_representation_distance"] = float(d.mean() / g.mean().clamp_min(1e-12))
+        out["pixel_l2_to_original"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
+    else:
+        pred = torch.cat([_predict(model, cset.images[s:s + bs].to(device)) for s in range(0, len(cset), bs)])
+        out["target_success"] = float((pred == cset.labels).float().mean())
+        out["mean_l2"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
+    out["label_changed"] = float((cset.labels != cset.original_labels).float().mean())
+    return out
+
+
+def _predict(model, x):
+    import torch
+
+    with torch.no_grad():
+        return model(x).argmax(1).cpu()
+
+
+def _plot_construct(datasets: dict, path: Path, threat: dict, chance: float) -> str:
+    plt = _plt()
+    names = list(datasets)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.3 * len(names), 3.3))
+    w = 0.38
+    for j, (key, label) in enumerate((("clean_accuracy", "clean"), ("robust_accuracy", "PGD"))):
+        xs = [i + (j - 0.5) * w for i in range(len(names))]
+        vals = [datasets[n][key] for n in names]
+        ax.bar(xs, vals, w, label=label)
+        for xv, v in zip(xs, vals):
+            ax.text(xv, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+    ax.axhline(chance, color="grey", ls="--", lw=1)
+    ax.set_xticks(range(len(names)), [_CONSTRUCT_NAMES[n].split(" (")[0] for n in names])
+    ax.set(ylim=(0, 1.08), ylabel="accuracy on the original test set", title=f"trained on constructed sets ({threat['norm']} eps {threat['eps']:.3g})")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _construct_samples(samples: dict, train, path: Path) -> str:
+    import torch
+
+    from robustlens.explain.render import image_grid
+
+    k = min(8, len(train))
+    rows = [train.float(slice(0, k))] + [samples[n][:k].float().clamp(0, 1) for n in samples if n != "original"]
+    names = ["original"] + [n for n in samples if n != "original"]
+    labels = [f"{names[r]}" if c == 0 else "" for r in range(len(rows)) for c in range(k)]
+    image_grid(torch.cat(rows), path, ncol=k, labels=labels, title="rows: " + ", ".join(names))
+    return path.name
 
 
 # ----------------------------------------------------------------------------- the DAG
@@ -1041,7 +1342,6 @@ def build_stages(spec: Spec) -> list[StageDef]:
     threat = {"norm": spec.threat.norm, "eps": parse_eps(spec.threat.eps, name="threat.eps")}
     data_params = {"data": sd(spec.data), "seed": spec.seed}
     stages = [StageDef("data", stage_data, data_params, (), "data")]
-    train_names = []
     for name, m in spec.models.items():
         ms = sd(m)
         params: dict[str, Any] = {"model": name, "spec": ms, "threat_norm": spec.threat.norm,
@@ -1049,10 +1349,23 @@ def build_stages(spec: Spec) -> list[StageDef]:
         if m.checkpoint:
             params["checkpoint_sha256"] = file_sha256(m.checkpoint)
         stages.append(StageDef(f"train_{name}", stage_train, params, ("data",)))
-        train_names.append(f"train_{name}")
+    st = spec.stages
+    seconds = transfer_second_models(spec) if st.transfer.enabled else {}
+    extra_train: list[StageDef] = []  # added just before transfer, so the main analysis comes first
+    for kind, name in seconds.items():
+        if name in spec.models:
+            continue
+        # The second backbone of a kind, trained inside the study: the first one's recipe with
+        # seed + 1, in its own cached (and resumable) train stage.
+        base = spec.models[kind]
+        ms = sd(dataclasses.replace(base, seed=int(base.seed) + 1))
+        params = {"model": name, "spec": ms, "threat_norm": spec.threat.norm,
+                  "eps": parse_eps(base.eps, name="eps") if base.eps != "" else threat["eps"]}
+        extra_train.append(StageDef(f"train_{name}", stage_train, params, ("data",)))
+    backbones = {kind: [kind] + ([seconds[kind]] if kind in seconds else []) for kind in ("std", "adv")}
+    transfer_deps = ("data", *(f"train_{n}" for names in backbones.values() for n in names))
     analysed = tuple(f"train_{n}" for n in analysis_models(spec))
     deps = ("data", *analysed)
-    st = spec.stages
     table = [
         ("robustness", stage_robustness, {**sd(st.robustness), "threat": threat}, deps),
         ("transforms", stage_transforms, sd(st.transforms), deps),
@@ -1064,13 +1377,15 @@ def build_stages(spec: Spec) -> list[StageDef]:
         ("localisation", stage_localisation, sd(st.localisation), deps),
         ("generation", stage_generation, {**sd(st.generation), "seed": spec.seed},
          tuple(dict.fromkeys(("data", "train_std", "train_adv") + ((f"train_{st.generation.judge}",) if st.generation.judge else ())))),
-        ("transfer", stage_transfer, {**sd(st.transfer), "seed": spec.seed}, tuple(train_names)),
-        ("construct", stage_construct, {**sd(st.construct), "seed": spec.seed, "threat": threat}, deps),
+        ("transfer", stage_transfer, {**sd(st.transfer), "seed": spec.seed, "backbones": backbones}, transfer_deps),
+        ("construct", stage_construct, {**sd(st.construct), "seed": spec.seed, "threat": threat}, ("data", "train_std", "train_adv")),
     ]
     for name, fn, params, d in table:
         params = dict(params)
         if not params.pop("enabled", True):
             continue
+        if name == "transfer":
+            stages.extend(extra_train)
         params["implementations"] = implementations(name)
         params["stage_code"] = STAGE_CODE
         stages.append(StageDef(name, fn, params, tuple(d)))
