@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from robustlens.errors import UserError
+from robustlens.plot import save_figure
 
 MODES = ("rgb", "signed", "abs")
 
@@ -124,7 +125,6 @@ def saliency_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from robustlens.io import atomic_path
 
     if images.dim() != 4:
         raise UserError(f"images: expected (N, C, H, W), got shape {tuple(images.shape)}")
@@ -150,11 +150,7 @@ def saliency_grid(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def image_grid(
@@ -171,7 +167,6 @@ def image_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from robustlens.io import atomic_path
 
     imgs = images if isinstance(images, Tensor) else torch.as_tensor(np.asarray(images))
     if imgs.dim() != 4 or imgs.shape[0] == 0:
@@ -190,11 +185,7 @@ def image_grid(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 __all__ = ["MODES", "display_map", "image_grid", "image_hwc", "overlay", "saliency_grid"]

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from robustlens.errors import UserError
 from robustlens.explain.saliency import Target, check_images, check_target, saliency
+from robustlens.plot import save_figure
 
 SIMILARITIES: tuple[str, ...] = ("spearman_abs", "spearman", "ssim", "hog")
 ORDERS: tuple[str, ...] = ("top_down", "independent", "bottom_up")
@@ -283,7 +284,6 @@ def plot_curves(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from robustlens.io import atomic_path
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
     for j, metric in enumerate(metrics):
@@ -303,11 +303,7 @@ def plot_curves(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLik
     axes[0, 0].set_ylabel("similarity to original map", fontsize=8)
     axes[0, -1].legend(fontsize=6)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 __all__ = [

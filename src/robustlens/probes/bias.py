@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from robustlens.data.base import ImageSet
 from robustlens.errors import UserError
+from robustlens.plot import save_figure
 
 
 def _ratio(a: int, b: int) -> float:
@@ -165,7 +166,6 @@ def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from robustlens.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     for mode in dict.fromkeys(r["mode"] for r in rows):
@@ -178,8 +178,4 @@ def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -25,6 +25,7 @@ from robustlens.data.base import ImageSet
 from robustlens.errors import UserError
 from robustlens.io import atomic_path, write_json_atomic
 from robustlens.probes.transforms import Probe, ProbeContext, get_probe
+from robustlens.plot import save_figure
 
 COLUMNS = ("model", "probe", "level", "level_name", "top1", "top5", "n")
 
@@ -186,8 +187,4 @@ def plot_curves(rows: Sequence[dict], path: str | Path, metric: str = "top1", pr
     for ax in flat[panels:]:
         ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from robustlens.data.base import ImageSet
 from robustlens.errors import UserError
 from robustlens.probes.transforms import frequency_radius
+from robustlens.plot import save_figure
 
 
 # ---------------------------------------------------------------------------- smoothness
@@ -262,7 +263,6 @@ def plot_neurons(results: Mapping[str, dict[str, Any]], path: str | Path) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from robustlens.io import atomic_path
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     for mn, res in results.items():
@@ -290,8 +290,4 @@ def plot_neurons(results: Mapping[str, dict[str, Any]], path: str | Path) -> Pat
     for ax in axes:
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
