@@ -87,8 +87,8 @@ chunk_size = 32
 """
 
 
-def write_tiny_transfer_spec(folder: Path, name: str = "tinytc") -> Path:
-    """The tiny spec with transfer and construct enabled (its own run folder ``name``)."""
+def write_tiny_transfer_spec(folder: Path, name: str = "tiny") -> Path:
+    """The tiny spec with transfer and construct enabled (run folder ``runs/<name>``)."""
     text = (TINY_SPEC + TINY_TRANSFER).format(out=str(folder / "runs")).replace('name = "tiny"', f'name = "{name}"')
     p = folder / f"{name}.toml"
     p.write_text(text)
