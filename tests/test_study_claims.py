@@ -59,3 +59,42 @@ def test_report_renders_all_sections_with_unmeasured_stages(tmp_path: Path):
     html = render_report(results, outputs)
     assert "no attacks module" in html and "not measured" in html
     assert html.count("<h2") >= 13 and "<script" not in html
+
+
+def _fusion(lo: dict, hi: dict) -> dict:
+    return {"transfer": {"table": {"32": lo, "96": hi}}}
+
+
+def test_fusion_claims_follow_their_thresholds():
+    paper = _fusion({"std+std": 0.80, "adv+adv": 0.85, "std+adv": 0.84, "std": 0.7, "adv": 0.75},
+                    {"std+std": 0.90, "adv+adv": 0.86, "std+adv": 0.885, "std": 0.85, "adv": 0.8})
+    v = _verdicts(paper)
+    assert v["fusion"]["verdict"] == "holds" and v["fusion_mixed"]["verdict"] == "holds"
+    assert v["fusion_mixed"]["numbers"]["gap to best @ 96px"] == 0.015
+    # STD+STD best everywhere (what TRANSFER.md measured): the crossover does not hold
+    flat = _fusion({"std+std": 0.99, "adv+adv": 0.87, "std+adv": 0.967}, {"std+std": 0.95, "adv+adv": 0.90, "std+adv": 0.919})
+    v = _verdicts(flat)
+    assert v["fusion"]["verdict"] == "does not hold" and v["fusion"]["numbers"]["best @ 32px"] == "STD+STD 0.9900"
+    assert v["fusion_mixed"]["verdict"] == "does not hold"  # 0.023 and 0.031 behind
+    # a tie within 0.005 counts as best
+    tie = _fusion({"std+std": 0.853, "adv+adv": 0.85, "std+adv": 0.85}, {"std+std": 0.9, "adv+adv": 0.8, "std+adv": 0.9})
+    assert _verdicts(tie)["fusion"]["verdict"] == "holds"
+    # one resolution, or a missing variant: not measured
+    assert _verdicts({"transfer": {"table": {"32": paper["transfer"]["table"]["32"]}}})["fusion"]["verdict"] == "not measured"
+    assert _verdicts(_fusion({"std": 0.5, "adv": 0.6}, {"std": 0.5, "adv": 0.6}))["fusion_mixed"]["verdict"] == "not measured"
+
+
+def test_ilyas_claims_use_the_baseline_and_chance():
+    ds = {"original": {"clean_accuracy": 0.7, "robust_accuracy": 0.01},
+          "robust": {"clean_accuracy": 0.5, "robust_accuracy": 0.2},
+          "det": {"clean_accuracy": 0.21, "robust_accuracy": 0.0},
+          "rand": {"clean_accuracy": 0.15, "robust_accuracy": 0.0}}
+    res = {"construct": {"chance": 0.1, "datasets": ds}, "robustness": {"models": {"std": {"robust_accuracy": 0.5}}}}
+    v = _verdicts(res)
+    assert v["robust_dataset"]["verdict"] == "holds" and v["robust_dataset"]["numbers"]["difference"] == 0.19
+    assert v["nonrobust_dataset"]["verdict"] == "holds" and v["nonrobust_rand"]["verdict"] == "does not hold"
+    # without the baseline the STD model's robustness is the reference (0.5 here: not robust enough)
+    del ds["original"]
+    v = _verdicts(res)
+    assert v["robust_dataset"]["verdict"] == "does not hold" and "STD model robust (robustness stage)" in v["robust_dataset"]["numbers"]
+    assert _verdicts({"construct": {"status": "not_measured", "reason": "x"}})["nonrobust_rand"]["verdict"] == "not measured"

@@ -130,3 +130,67 @@ def test_cli_reports_spec_errors_in_one_line(tmp_path, capsys):
     assert cli.main(["study", str(p)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.toml:2" in err and "'methods'" in err
+
+
+# ----------------------------------------------------------------------------- transfer / construct
+
+
+def _tc(text: str):
+    return parse_spec("[stages.transfer]\nenabled = true\n" + text, "t.toml")
+
+
+def test_transfer_second_backbones_are_trained_stages_or_named_models():
+    from robustlens.study.stages import analysis_models, build_stages
+
+    names = lambda s: {st.name: st for st in build_stages(s)}  # noqa: E731
+    plain = names(parse_spec(""))
+    st = names(_tc(""))
+    assert st["train_transfer_std2"].params["spec"]["seed"] == 1 and st["train_transfer_adv2"].params["spec"]["mode"] == "fgsm-rs"
+    assert set(st["transfer"].deps) == {"data", "train_std", "train_adv", "train_transfer_std2", "train_transfer_adv2"}
+    assert st["transfer"].params["backbones"] == {"std": ["std", "transfer_std2"], "adv": ["adv", "transfer_adv2"]}
+    # enabling transfer leaves the other stages (and their cache keys) untouched
+    assert st["robustness"].deps == plain["robustness"].deps and st["train_std"].params == plain["train_std"].params
+    # no repeated kind: no second model
+    st = names(_tc('variants = ["std", "adv", "std+adv"]\n'))
+    assert "train_transfer_std2" not in st and "train_transfer_adv2" not in st
+    # a named second model is used, and kept out of the analysis stages
+    s = _tc('second_std = "std2"\n[models.std2]\nseed = 7\n')
+    st = names(s)
+    assert st["transfer"].params["backbones"]["std"] == ["std", "std2"] and "train_transfer_std2" not in st
+    assert analysis_models(s) == ["std", "adv"] and "train_std2" not in st["robustness"].deps
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('second_std = "nope"\n', "no model 'nope'"),
+    ('second_std = "std"\n', "another model than models.std"),
+    ('second_adv = "std2"\n[models.std2]\nseed = 1\n', "must be adversarially trained"),
+    ('[models.transfer_std2]\nseed = 1\n', "set second_std = 'transfer_std2'"),
+    ("sizes = []\n", "non-empty list"),
+    ("repeats = 0\n", "positive integer"),
+])
+def test_bad_transfer_settings_are_refused(text, fragment):
+    with pytest.raises(UserError) as e:
+        _tc(text)
+    assert fragment in str(e.value) and "stages.transfer" in str(e.value)
+
+
+def test_transfer_needs_a_named_second_model_when_the_first_is_a_checkpoint(tmp_path):
+    ck = tmp_path / "s.safetensors"
+    ck.write_bytes(b"x")
+    with pytest.raises(UserError) as e:
+        parse_spec(f'[models.std]\ncheckpoint = "{ck}"\n[stages.transfer]\nenabled = true\n')
+    assert "second_std" in str(e.value) and "checkpoint" in str(e.value)
+    ok = parse_spec(f'[models.std]\ncheckpoint = "{ck}"\n[stages.transfer]\nenabled = true\nvariants = ["std", "std+adv"]\n')
+    assert ok.stages.transfer.variants == ["std", "std+adv"]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('datasets = ["robst"]\n', "did you mean 'robust'"),
+    ("eps = 0\n", "positive number"),
+    ('robust_init = "zeros"\n', "'image' or 'noise'"),
+    ("steps = 0\n", "positive integer"),
+])
+def test_bad_construct_settings_are_refused(text, fragment):
+    with pytest.raises(UserError) as e:
+        parse_spec("[stages.construct]\nenabled = true\n" + text, "c.toml")
+    assert fragment in str(e.value) and "c.toml:" in str(e.value)
