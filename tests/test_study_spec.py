@@ -194,3 +194,16 @@ def test_bad_construct_settings_are_refused(text, fragment):
     with pytest.raises(UserError) as e:
         parse_spec("[stages.construct]\nenabled = true\n" + text, "c.toml")
     assert fragment in str(e.value) and "c.toml:" in str(e.value)
+
+
+def test_examples_parse_and_enable_transfer_and_construct():
+    for name in ("cifar10", "imagenette", "trifeature_full"):
+        path = ROOT / "examples" / f"{name}.toml"
+        try:
+            s = load_spec(path)
+        except UserError as e:  # the real data sets live outside the repository
+            assert "does not exist" in str(e) and name != "trifeature_full", e
+            continue
+        assert s.stages.transfer.enabled and s.stages.construct.enabled, name
+    full = load_spec(ROOT / "examples" / "trifeature_full.toml")
+    assert full.stages.transfer.sizes == [32, 64, 96] and full.stages.transfer.repeats == 3

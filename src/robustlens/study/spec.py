@@ -242,7 +242,7 @@ class ConstructSpec:
 
     From the first ``n`` training images (0 = all): D_R (``"robust"``) inverts the ADV
     model's penultimate representation (``robust_steps`` normalised L2 steps of
-    ``step_size`` from ``robust_init`` = another training ``image`` or ``noise``; paper: 1000
+    ``robust_step_size`` from ``robust_init`` = another training ``image`` or ``noise``; paper: 1000
     steps of 0.1 from an image); D_det / D_rand (``"det"`` / ``"rand"``) are targeted L2 PGD
     perturbations of the STD model (radius ``eps``, ``steps`` steps of ``step_size``; paper:
     0.5, 100, 0.1) towards y+1 / a random class, relabelled with the target. A fresh model
@@ -259,6 +259,7 @@ class ConstructSpec:
     eps: float = 0.5
     step_size: float = 0.1
     robust_steps: int = 200
+    robust_step_size: float = 0.1
     robust_init: str = "image"
     epochs: int = 5
     lr: float = 0.05
@@ -604,7 +605,7 @@ def _check_construct(spec: Spec, fail) -> None:
     for key in ("steps", "robust_steps", "epochs", "batch_size", "attack_steps", "chunk_size"):
         if getattr(c, key) <= 0:
             fail(tab, key, f"expected a positive integer, got {getattr(c, key)}")
-    for key in ("eps", "step_size", "lr"):
+    for key in ("eps", "step_size", "robust_step_size", "lr"):
         if getattr(c, key) <= 0:
             fail(tab, key, f"expected a positive number, got {getattr(c, key)}")
     if c.robust_init not in ("image", "noise"):

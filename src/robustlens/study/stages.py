@@ -1184,12 +1184,12 @@ def stage_construct(ctx: StageContext) -> dict:
             construction: dict[str, Any] = {}
         else:
             source = adv if kind == "robust" else std
-            kw: dict[str, Any] = dict(n=n, step_size=p["step_size"], chunk_size=p["chunk_size"], seed=seed, device=device,
+            kw: dict[str, Any] = dict(n=n, chunk_size=p["chunk_size"], seed=seed, device=device,
                                       show_progress=_tty())
             if kind == "robust":
-                kw.update(steps=p["robust_steps"], init=p["robust_init"])
+                kw.update(steps=p["robust_steps"], step_size=p["robust_step_size"], init=p["robust_init"])
             else:
-                kw.update(steps=p["steps"], eps=p["eps"])
+                kw.update(steps=p["steps"], step_size=p["step_size"], eps=p["eps"])
             ctx.log(f"constructing {_CONSTRUCT_NAMES[kind]} from {n} images")
             cset = con.construct_dataset(source, train, kind, out_dir=ctx.work / kind, **kw)
             construction = _construction_stats(con, kind, source, cset, x_orig, device)
@@ -1218,7 +1218,7 @@ def stage_construct(ctx: StageContext) -> dict:
     eps_txt = f"{threat['eps'] * 255:.3g}/255" if threat["norm"] == "linf" else f"{threat['eps']:.3g}"
     return {
         "n": n, "eval_n": len(test_eval), "chance": chance, "threat": threat, "attack_steps": p["attack_steps"],
-        "settings": {"robust": {"source": "adv", "steps": p["robust_steps"], "step_size": p["step_size"], "init": p["robust_init"]},
+        "settings": {"robust": {"source": "adv", "steps": p["robust_steps"], "step_size": p["robust_step_size"], "init": p["robust_init"]},
                      "det": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]},
                      "rand": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]}},
         "train": {"arch": arch, "arch_options": arch_options, "epochs": p["epochs"], "lr": p["lr"], "batch_size": p["batch_size"],
@@ -1229,7 +1229,7 @@ def stage_construct(ctx: StageContext) -> dict:
                                  f"({threat['norm']} eps {eps_txt}); dashed: chance.",
                      "samples": "The first training images (top) and what each construction made of them."},
         "summary": f"Ilyas et al. (2019): from the first {n} training images, D_R inverts the ADV model's penultimate representation "
-                   f"({p['robust_steps']} L2 steps of {p['step_size']} from {'another training image' if p['robust_init'] == 'image' else 'noise'}); "
+                   f"({p['robust_steps']} L2 steps of {p['robust_step_size']} from {'another training image' if p['robust_init'] == 'image' else 'noise'}); "
                    f"D_det / D_rand perturb towards y+1 / a random class on the STD model (targeted L2 PGD, eps {p['eps']}, {p['steps']} steps) "
                    f"and relabel with the target. A fresh {arch} is trained on each ({p['epochs']} epochs) and evaluated on {len(test_eval)} "
                    f"original test images; chance = {chance:.3g}.",
