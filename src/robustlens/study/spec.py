@@ -196,7 +196,7 @@ class GenerationSpec:
     """``[stages.generation]``: large-eps targeted L2 PGD towards each class; the share that
     an independently trained judge model assigns to the target (perceptually aligned
     gradients, Santurkar et al. 2019 / Aggarwal et al.). ``judge`` names a model of the
-    spec (``""``: the judge is trained inside the stage: the STD recipe, another seed)."""
+    spec (``""``: no judge, the stage reports "not measured")."""
 
     enabled: bool = True
     n: int = 20
