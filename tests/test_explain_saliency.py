@@ -212,3 +212,19 @@ def test_bad_images(setup):
         saliency(model, (x * 255).to(torch.uint8), 1)
     with pytest.raises(UserError, match="empty"):
         saliency(model, x[:0], 1)
+
+
+def test_gradcam_works_on_a_frozen_model():
+    """The study freezes its models (requires_grad=False); Grad-CAM must still work."""
+    import torch
+
+    from robustlens.explain.saliency import grad_cam
+    from robustlens.models import create
+
+    torch.manual_seed(0)
+    model = create("small_cnn", 10, width=4).eval()
+    x = torch.rand(3, 3, 16, 16)
+    expected = grad_cam(model, x, 1)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    assert torch.allclose(grad_cam(model, x, 1), expected)

@@ -433,7 +433,9 @@ def grad_cam(
     maps = []
     for s in _chunks(len(x), b):
         with capture(module) as acts, torch.enable_grad():
-            out = model(x[s].detach())
+            # the input requires grad so the layer's output is in the graph even when the
+            # model's parameters are frozen (requires_grad=False)
+            out = model(x[s].detach().requires_grad_(True))
             if len(acts) != 1:
                 raise UserError(f"gradcam: layer {name!r} ran {len(acts)} times in one forward pass; pick a layer used once")
             a = acts[0]
