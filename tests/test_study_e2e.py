@@ -15,6 +15,7 @@ import pytest
 
 from helpers_study import write_tiny_transfer_spec
 from robustlens.study import load_spec, run_study
+from robustlens.study.spec import SALIENCY_METHODS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,7 +54,7 @@ def test_tiny_study_writes_report_results_and_checkpoints(tiny_run):
     rob = results["results"]["robustness"]["models"]
     for m in ("std", "adv"):
         assert 0 <= rob[m]["robust_accuracy"] <= rob[m]["clean_accuracy"] <= 1
-    assert set(results["results"]["saliency"]["methods"]) == {"vanilla", "loss", "guided", "smoothgrad", "ig"}
+    assert set(results["results"]["saliency"]["methods"]) == set(SALIENCY_METHODS)
     # every claim has a verdict, and a verdict other than "not measured" always has numbers
     for c in results["claims"]:
         assert c["verdict"] in ("holds", "does not hold", "not measured")

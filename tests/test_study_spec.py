@@ -33,7 +33,7 @@ def test_embedded_default_and_example_equal_the_dataclass_defaults():
 
 def test_defaults_are_the_papers_setting():
     s = Spec()
-    assert s.data.source == "trifeature" and s.data.size == 32 and s.data.options["contrast"] == 0.07
+    assert s.data.source == "trifeature" and s.data.size == 32 and s.data.options["contrast"] == 0.12
     assert s.models["std"].mode == "std" and s.models["adv"].mode == "fgsm-rs"
     assert s.threat.norm == "linf" and s.threat.eps == "8/255"
     assert not s.stages.transfer.enabled and not s.stages.construct.enabled

@@ -225,7 +225,7 @@ def file_sha256(path: str | Path) -> str:
 def stage_data(ctx: StageContext) -> dict:
     """Load the splits, record their summaries and draw a grid of training samples."""
     data = load_data(ctx.shared)
-    train, test = data["train"], data["test"]
+    train = data["train"]
     spec = _spec(ctx)
     from robustlens.explain.render import image_grid
 
@@ -261,8 +261,6 @@ def stage_data(ctx: StageContext) -> dict:
 
 def stage_train(ctx: StageContext) -> dict:
     """Train model ``params["model"]`` (resumable through its work folder) or load its checkpoint."""
-    import shutil
-
     import torch
 
     p = ctx.params
@@ -380,10 +378,7 @@ def stage_robustness(ctx: StageContext) -> dict:
     """Clean accuracy, PGD robust accuracy and the AutoAttack-style ensemble (Croce & Hein 2020)."""
     from robustlens.threat import make_threat
 
-    try:
-        ev = require("robustlens.attacks.evaluate", "robustness")
-    except NotMeasured:
-        ev = _FallbackEvaluate(require("robustlens.attacks", "robustness"))
+    ev = require("robustlens.attacks.evaluate", "robustness")
 
     p = ctx.params
     spec = _spec(ctx)
@@ -426,32 +421,6 @@ def stage_robustness(ctx: StageContext) -> dict:
             "models": out_models, "figures": figures,
             "captions": {"accuracy": "Clean accuracy, PGD robust accuracy and the ensemble's robust accuracy.",
                          "eps_curve": "PGD robust accuracy against eps."}}
-
-
-class _FallbackEvaluate:
-    """Used only while ``robustlens.attacks.evaluate`` is missing: PGD through
-    ``robustlens.attacks.pgd``; the ensemble is then reported as not run."""
-
-    def __init__(self, attacks: Any) -> None:
-        from robustlens.attacks.pgd import pgd
-
-        self.pgd = pgd
-
-    def robust_accuracy(self, model, xy, threat, attack="pgd", steps=20, restarts=1, batch_size=250, device=None, seed=0, **kw):
-        import torch
-
-        if attack != "pgd":
-            raise NotMeasured(f"{attack}: robustlens.attacks.evaluate is not available")
-        x, y = xy
-        clean = rob = 0
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            with torch.no_grad():
-                clean += int((model(xb).argmax(1) == yb).sum())
-            xa = self.pgd(model, xb, yb, threat, steps=steps, restarts=restarts, generator=torch.Generator().manual_seed(seed + i))
-            with torch.no_grad():
-                rob += int((model(xa).argmax(1) == yb).sum())
-        return {"clean_accuracy": clean / len(x), "robust_accuracy": rob / len(x), "n": len(x)}
 
 
 def torch_generator(seed: int):
@@ -837,8 +806,6 @@ def stage_saliency(ctx: StageContext) -> dict:
 
 def stage_featvis(ctx: StageContext) -> dict:
     """First-layer filter grids and deeper channels by gradient ascent (Erhan et al. 2009; main Fig. 3-4)."""
-    import torch
-
     from robustlens.explain.render import image_grid
 
     p = ctx.params
@@ -995,7 +962,6 @@ def stage_generation(ctx: StageContext) -> dict:
     if fn is None:
         raise NotMeasured("robustlens.explain.generate has no generate()")
     p = ctx.params
-    spec = _spec(ctx)
     if not p["judge"]:
         raise NotMeasured("generation needs an independent judge model: set stages.generation.judge to a model of [models]")
     judge = load_model(ctx, p["judge"])

@@ -126,37 +126,6 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256, devi
     return correct / max(len(x), 1)
 
 
-def pgd_attack(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    *,
-    steps: int,
-    step_size: float,
-    targeted: bool = False,
-    random_start: bool = False,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Projected gradient descent/ascent on the cross-entropy (Madry et al. 2018).
-
-    Untargeted: ascend CE(f(x'), y). Targeted (``y`` = target class): descend CE(f(x'), t),
-    the update Ilyas et al. (2019) use to build D_det / D_rand. Each step is
-    ``x' <- Proj(x' +- step * direction(grad))`` with the threat model's steepest direction
-    (unit L2 length for :class:`~robustlens.threat.L2`). Gradients are taken with respect to
-    the input only; the model's train/eval mode is left as it is.
-    """
-    x = x.detach()
-    x_adv = threat.random_init(x, generator) if random_start else x.clone()
-    sign = -1.0 if targeted else 1.0
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = threat.project(threat.ascent_step(x_adv.detach(), sign * grad, step_size), x)
-    return x_adv.detach()
-
-
 def robust_accuracy(
     model: nn.Module,
     x: Tensor,
@@ -169,30 +138,15 @@ def robust_accuracy(
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> dict:
-    """Clean and PGD accuracy; uses ``robustlens.attacks.evaluate.robust_accuracy`` when present.
+    """Clean and PGD accuracy (random start, ``step_size = 2.5 eps / steps``, Madry et al.)
+    through :func:`robustlens.attacks.evaluate.robust_accuracy`."""
+    from robustlens.attacks.evaluate import robust_accuracy as _robust_accuracy
 
-    Falls back to :func:`pgd_attack` (random start, ``step_size = 2.5 eps / steps``, Madry et al.)
-    so that this module works before the attacks package lands.
-    """
     step_size = step_size if step_size is not None else 2.5 * threat.eps / steps
-    try:
-        from robustlens.attacks.evaluate import robust_accuracy as _ra  # type: ignore[attr-defined]
-    except ImportError:
-        _ra = None
-    if _ra is not None:
-        res = _ra(model, (x, y), threat, attack="pgd", batch_size=batch_size, device=device, seed=seed, progress=False, steps=steps, step_size=step_size)
-        return {"clean_accuracy": float(res["clean_accuracy"]), "robust_accuracy": float(res["robust_accuracy"]), "attack": "robustlens.attacks.pgd"}
-    g = torch.Generator(device=torch.device(device).type).manual_seed(seed)
-    clean = rob = 0
-    for s in range(0, len(x), batch_size):
-        xb, yb = x[s : s + batch_size].to(device), y[s : s + batch_size].to(device)
-        with torch.no_grad():
-            clean += int((model(xb).argmax(1) == yb).sum())
-        xa = pgd_attack(model, xb, yb, threat, steps=steps, step_size=step_size, random_start=True, generator=g)
-        with torch.no_grad():
-            rob += int((model(xa).argmax(1) == yb).sum())
-    n = max(len(x), 1)
-    return {"clean_accuracy": clean / n, "robust_accuracy": rob / n, "attack": "pgd (transfer fallback)"}
+    res = _robust_accuracy(model, (x, y), threat, attack="pgd", batch_size=batch_size, device=device, seed=seed,
+                           progress=False, steps=steps, step_size=step_size)
+    return {"clean_accuracy": float(res["clean_accuracy"]), "robust_accuracy": float(res["robust_accuracy"]),
+            "attack": "robustlens.attacks.pgd"}
 
 
 def run_in_eval(model: nn.Module, fn: Callable[[], Tensor]) -> Tensor:

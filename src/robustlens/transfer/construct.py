@@ -36,13 +36,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens.errors import UserError
 from robustlens.io import atomic_path, versions, write_json_atomic
 from robustlens.threat import L2
-from robustlens.transfer._loops import pgd_attack, progress
+from robustlens.attacks.pgd import pgd
+from robustlens.transfer._loops import progress
 
 KINDS = ("robust", "det", "rand")
 
@@ -110,7 +110,7 @@ def targeted_perturbation(model: nn.Module, x: Tensor, target: Tensor, *, eps: f
     """Targeted L2 PGD (no random start) towards ``target``: ``argmin_{||d||_2 <= eps} CE(f(x + d), t)`` (Ilyas et al. 2019, Sec. 3.2)."""
     restore = _eval_mode(model)
     try:
-        return pgd_attack(model, x, target, L2(eps), steps=steps, step_size=step_size, targeted=True, random_start=False)
+        return pgd(model, x, target, L2(eps), steps=steps, step_size=step_size, targeted=True, random_start=False)
     finally:
         restore()
 
