@@ -307,7 +307,9 @@ def stage_train(ctx: StageContext) -> dict:
     except TypeError as e:
         raise UserError(f"models.{name}.train_options: {e}") from None
     ctx.work.mkdir(parents=True, exist_ok=True)
-    res = train_mod.train(model, train_set, cfg, out_dir=ctx.work, resume=True, device=device)
+    # resume only a run this stage started before (a killed study); a fresh stage starts quietly
+    resume = (Path(ctx.work) / "state.safetensors").exists()
+    res = train_mod.train(model, train_set, cfg, out_dir=ctx.work, resume=resume, device=device)
     model.eval()
     history = _history(res)
     resolved = _resolved_config(res, cfg)
