@@ -17,7 +17,7 @@ def _free_port() -> int:
 
 def test_two_process_gloo(tmp_path):
     mp.spawn(ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     # DDP keeps the parameters identical on every rank.
     for k, v in r0["params"].items():
         assert torch.equal(v, r1["params"][k]), k
