@@ -17,6 +17,14 @@ from robustlens.errors import UserError
 from robustlens.threat import ThreatModel
 
 
+def check_counts(steps: int, restarts: int, min_steps: int = 1) -> None:
+    """``steps`` (at least ``min_steps``) and ``restarts`` (at least 1) must be integers."""
+    if not isinstance(steps, int) or steps < min_steps:
+        raise UserError(f"--steps: expected an integer >= {min_steps}, got {steps!r}")
+    if not isinstance(restarts, int) or restarts < 1:
+        raise UserError(f"--restarts: expected an integer >= 1, got {restarts!r}")
+
+
 def check_inputs(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, num_classes: int | None = None) -> int:
     """Validate a batch before any attack work; return the number of classes.
 

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from robustlens.attacks._common import check_inputs, fooled, input_grad, seeded
+from robustlens.attacks._common import check_counts, check_inputs, fooled, input_grad, seeded
 from robustlens.attacks.losses import ce, dlr, dlr_targeted, margin
 from robustlens.errors import UserError
 from robustlens.threat import L2, Linf, ThreatModel
@@ -172,13 +172,6 @@ def _loss(name: str) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
     return lambda z, y, t: fn(z, y)
 
 
-def _check(steps: int, restarts: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise UserError(f"--steps: expected an integer >= 1, got {steps!r}")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise UserError(f"--restarts: expected an integer >= 1, got {restarts!r}")
-
-
 def apgd_run(
     model: nn.Module,
     x: Tensor,
@@ -271,7 +264,7 @@ def apgd(
 ) -> Tensor:
     """Untargeted APGD with loss ``ce`` (APGD-CE), ``dlr`` (APGD-DLR) or ``cw``."""
     check_inputs(model, x, y, threat)
-    _check(steps, restarts)
+    check_counts(steps, restarts)
     return apgd_run(model, x, y, threat, steps, restarts, loss, random_start, generator)
 
 
@@ -302,7 +295,7 @@ def apgd_t(
 ) -> Tensor:
     """APGD-T (Croce & Hein 2020): targeted DLR towards each of the top-9 wrong classes."""
     n_cls = check_inputs(model, x, y, threat)
-    _check(steps, restarts)
+    check_counts(steps, restarts)
     if n_cls < 4:
         raise UserError(f"APGD-T needs a model with at least 4 classes, this one has {n_cls}")
     return apgd_t_run(model, x, y, threat, steps, n_target_classes, restarts, random_start, generator)

@@ -25,12 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from robustlens.attacks import checks
-from robustlens.attacks._common import check_inputs, fooled
+from robustlens.attacks._common import check_counts, check_inputs, fooled
 from robustlens.attacks.apgd import apgd_run, apgd_t_run
 from robustlens.attacks.autoattack import STANDARD, run_ensemble
 from robustlens.attacks.fgsm import fgsm
 from robustlens.attacks.losses import get_loss
-from robustlens.attacks.pgd import _check_counts, pgd_run
+from robustlens.attacks.pgd import pgd_run
 from robustlens.attacks.square import square_run
 from robustlens.errors import UserError
 from robustlens.threat import ThreatModel
@@ -132,7 +132,7 @@ def robust_accuracy(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"--batch-size: expected a positive integer, got {batch_size!r}")
     if "steps" in attack_kwargs or "restarts" in attack_kwargs:
-        _check_counts(attack_kwargs.get("steps", 1) if attack_kwargs.get("steps") is not None else 1, attack_kwargs.get("restarts", 1))
+        check_counts(attack_kwargs.get("steps", 1) if attack_kwargs.get("steps") is not None else 1, attack_kwargs.get("restarts", 1), min_steps=0)
         if attack in ("apgd-ce", "apgd-t", "apgd-dlr", "autoattack") and attack_kwargs.get("steps") == 0:
             raise UserError("--steps: APGD needs at least 1 step")
     if attack != "autoattack" and "attacks" in attack_kwargs:

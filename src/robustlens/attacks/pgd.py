@@ -23,17 +23,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from robustlens.attacks._common import check_inputs, fooled, input_grad, seeded
+from robustlens.attacks._common import check_counts, check_inputs, fooled, input_grad, seeded
 from robustlens.attacks.losses import get_loss
-from robustlens.errors import UserError
 from robustlens.threat import ThreatModel
-
-
-def _check_counts(steps: int, restarts: int) -> None:
-    if not isinstance(steps, int) or steps < 0:
-        raise UserError(f"--steps: expected an integer >= 0, got {steps!r}")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise UserError(f"--restarts: expected an integer >= 1, got {restarts!r}")
 
 
 def pgd(
@@ -56,7 +48,7 @@ def pgd(
     taken w.r.t. the input only.
     """
     check_inputs(model, x, y, threat)
-    _check_counts(steps, restarts)
+    check_counts(steps, restarts, min_steps=0)
     return pgd_run(model, x, y, threat, steps, step_size, restarts, get_loss(loss, targeted), targeted, random_start, early_stop, generator)
 
 
