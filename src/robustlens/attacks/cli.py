@@ -29,7 +29,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a robustlens checkpoint (.safetensors with its .json sidecar)")
     add_data_args(p)
     p.add_argument("--split", default="test", help="data split to evaluate (default: test)")
-    p.add_argument("--n", type=positive_int, default=None, help="evaluate only the first N images")
+    p.add_argument("--n", type=positive_int, default=None, help="evaluate N images (a seeded sample of the split)")
     p.add_argument("--threat", default="linf", help="threat model: linf, l2 or l1 (default: linf)")
     p.add_argument("--eps", default="8/255", help="radius of the threat model; fractions like 8/255 work (default 8/255)")
     p.add_argument(
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.checkpoint, device)
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.n is not None:
-        data = data.head(args.n)
+        data = data.sample(args.n, seed=getattr(args, "seed", 0) or 0)
     if data.num_classes > model.num_classes:
         from robustlens.errors import UserError
 

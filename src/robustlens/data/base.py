@@ -9,6 +9,15 @@ import torch
 from torch import Tensor
 
 
+def sample_indices(total: int, n: int, seed: int = 0) -> Tensor:
+    """Sorted indices of ``n`` of ``total`` items drawn by a permutation seeded with ``seed``
+    (``arange(total)`` when ``n >= total``)."""
+    if n >= total:
+        return torch.arange(total)
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(total, generator=g)[:n].sort().values
+
+
 @dataclass
 class ImageSet:
     """A split of an image-classification data set, held as tensors.
@@ -87,7 +96,16 @@ class ImageSet:
         )
 
     def head(self, n: int) -> "ImageSet":
+        """The first ``n`` images. Splits read from folders and archives are sorted by class,
+        so use :meth:`sample` for any subset meant to stand for the split."""
         return self.subset(slice(0, n))
+
+    def sample(self, n: int, seed: int = 0) -> "ImageSet":
+        """``n`` images drawn by a seeded permutation, kept in the split's order (the whole
+        split when ``n >= len(self)``): a fair subset even of a class-sorted split."""
+        if n >= len(self):
+            return self
+        return self.subset(sample_indices(len(self), n, seed))
 
     def with_labels(self, labels: Tensor, classes: list[str] | None = None, name: str | None = None) -> "ImageSet":
         """The same images with other labels (e.g. relabelled non-robust data sets)."""

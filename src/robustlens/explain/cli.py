@@ -34,7 +34,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split of --data (default test)")
     p.add_argument("--size", type=positive_int, default=None, help="resize images to SIZE x SIZE")
     p.add_argument("--format", default=None, help="force the on-disk format of --data")
-    p.add_argument("--n", type=positive_int, default=8, help="number of images (default 8)")
+    p.add_argument("--n", type=positive_int, default=8, help="number of images, a seeded sample of the split (default 8)")
     p.add_argument("--methods", default="vanilla,loss,guided,smoothgrad,ig", help="comma-separated: vanilla,loss,guided,smoothgrad,ig,ig_path_average,gradcam")
     p.add_argument("--target", default=None, help="'label' (default with --data), 'predicted' (default with --images) or a class index")
     p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps (default 50)")
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         imageset = load(args.data, split=args.split, size=args.size, format=args.format)
         if len(imageset) == 0:
             raise UserError(f"--data: split {args.split!r} of {args.data} is empty")
-        sub = imageset.head(min(args.n, len(imageset)))
+        sub = imageset.sample(args.n, seed=getattr(args, "seed", 0) or 0)
         x = sub.float(device=device)
         row_labels = [sub.classes[int(c)] for c in sub.labels]
     else:
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if args.localize:
         if imageset is None:
             raise UserError("--localize: needs --data with ground-truth boxes (not --images)")
-        lsub = imageset.head(min(args.localize_n, len(imageset)))
+        lsub = imageset.sample(args.localize_n, seed=getattr(args, "seed", 0) or 0)
         results["localize"] = {
             name: localize.evaluate_localization(m, lsub, args.localize_method, batch_size=args.batch_size, device=device, **opts.get(args.localize_method, {}))
             for name, m in models.items()

@@ -43,7 +43,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", default=",".join(list(PROBES) + list(EXTRA)),
                    help=f"comma-separated: {', '.join(list(PROBES) + list(EXTRA))} (default: all)")
     p.add_argument("--out", default="runs/probe", help="output folder (default runs/probe)")
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate N images only (a seeded sample of the split)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--blur-kernel", type=int, default=7, help="Gaussian kernel size (odd, default 7)")
     p.add_argument("--blur-sigmas", type=_floats, default=[0, 0.5, 1, 1.5, 2, 2.5, 3], help="sigma grid, e.g. 0,0.5,1")
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         models[name], metas[name] = _load_model(ck, device)
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.limit:
-        data = data.head(args.limit)
+        data = data.sample(args.limit, seed=getattr(args, "seed", 0) or 0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         elif is_procedural(args.data):
             conflict = load(args.data, split="conflict", size=args.size)
             if args.limit:
-                conflict = conflict.head(args.limit)
+                conflict = conflict.sample(args.limit, seed=getattr(args, "seed", 0) or 0)
         else:
             raise UserError("--probes bias: needs the procedural set's 'conflict' split (--data trifeature...)")
         bias = [{"model": n, **model_bias(m, conflict, args.batch_size, device)} for n, m in models.items()]
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             # train/test splits tie texture to shape; the conflict split varies the factors independently
             ndata = load(args.data, split="conflict", size=args.size)
             if args.limit:
-                ndata = ndata.head(args.limit)
+                ndata = ndata.sample(args.limit, seed=getattr(args, "seed", 0) or 0)
         from robustlens.probes.neurons import default_layers, get_layer
 
         res = {}

@@ -84,6 +84,55 @@ def _check_checkpoints_against(spec: Spec, data_out) -> None:
         check_checkpoint_classes(m.checkpoint, meta, list(classes), f"{spec.source_path or 'spec'}: models.{name}.checkpoint")
 
 
+def _torchrun_world() -> int:
+    from robustlens.train.distributed import env_world
+
+    return env_world()[1]
+
+
+def _train_under_torchrun(spec: Spec, runner, after, stream: TextIO) -> dict | None:
+    """``torchrun --nproc_per_node N -m robustlens.cli study ...``: every rank trains the
+    study's models together (DistributedDataParallel, :mod:`robustlens.train.distributed`),
+    then ranks other than 0 exit and rank 0 runs every other stage alone.
+
+    Rank 0 runs the data stage first (so the other ranks read the decoded cache instead of
+    decoding the same files again), then every rank runs the train stages (loaded
+    checkpoints excepted) in the same order. Rank 0 writes the stage folders exactly as a
+    single-process run does; the results layout is the same. Returns rank 0's outputs of the
+    distributed phase, or ``None`` on the other ranks."""
+    from datetime import timedelta
+
+    import torch
+
+    from robustlens.cli_common import resolve_device
+    from robustlens.study.stages import stage_train
+    from robustlens.train import distributed as tdist
+
+    name = spec.device
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name in ("", "auto") else resolve_device(name)
+    info = tdist.setup(device, timeout=timedelta(hours=6))
+    if not info.enabled:
+        return {}
+    trained = [s.name for s in runner.stages if s.fn is stage_train and not s.params["spec"]["checkpoint"]]
+    outputs: dict = {}
+    try:
+        if info.is_main:
+            print(f"torchrun: {info.world} processes train {', '.join(trained) or 'nothing'}; rank 0 then runs the rest",
+                  file=stream, flush=True)
+            outputs = runner.run(after=after, only={"data"})
+        tdist.barrier(info)
+        if info.is_main:
+            outputs = runner.run(after=after, only=set(trained) | {"data"}, known=outputs)
+        else:
+            runner.shared["dist_worker"] = True
+            runner.run_worker(trained)
+        tdist.barrier(info)
+    finally:
+        tdist.cleanup(info)
+        tdist.detach()
+    return outputs if info.is_main else None
+
+
 def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
     """Run (or resume, or reuse) every stage of ``spec``; write results.json, timings.json,
     report.html and the checkpoints under ``runs/<name>/``. Returns a summary dict."""
@@ -104,7 +153,12 @@ def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
         if out.name == "data" and out.measured:
             _check_checkpoints_against(spec, out)
 
-    outputs = runner.run(after=after)
+    known = None
+    if _torchrun_world() > 1:
+        known = _train_under_torchrun(spec, runner, after, stream)
+        if known is None:  # a rank other than 0: its share of the training is done
+            return {"report": None, "results": None, "timings": None, "outputs": {}, "results_data": None}
+    outputs = runner.run(after=after, known=known)
     results = assemble_results(spec, runner, outputs)
     write_json_atomic(run_dir / "results.json", results)
     # Checkpoints next to the report (copies of the train stages' files).

@@ -164,18 +164,46 @@ class Runner:
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def run(self, after: Callable[[StageOutput], None] | None = None) -> dict[str, StageOutput]:
+    def closure(self, names: set[str] | list[str]) -> set[str]:
+        """``names`` and every stage they depend on, directly or not."""
+        by_name = {s.name: s for s in self.stages}
+        todo, seen = list(names), set()
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            if n not in by_name:
+                raise ValueError(f"unknown stage {n}")
+            seen.add(n)
+            todo.extend(by_name[n].deps)
+        return seen
+
+    def run(
+        self,
+        after: Callable[[StageOutput], None] | None = None,
+        only: set[str] | list[str] | None = None,
+        known: dict[str, StageOutput] | None = None,
+    ) -> dict[str, StageOutput]:
         """Run every stage (or reuse its cached output); returns the outputs by name.
 
         ``after(output)`` is called after each stage (e.g. to check a loaded checkpoint's
-        classes against the data before any training starts)."""
+        classes against the data before any training starts). ``only`` limits the run to
+        those stages and their dependencies; ``known`` hands in outputs of an earlier call in
+        this process (reused as they are, so their status and seconds stay "done")."""
         outputs: dict[str, StageOutput] = {}
-        total = len(self.stages)
-        width = max(len(s.name) for s in self.stages) if self.stages else 0
-        for i, s in enumerate(self.stages, 1):
+        keep = self.closure(only) if only is not None else None
+        stages = [s for s in self.stages if keep is None or s.name in keep]
+        total = len(stages)
+        width = max(len(s.name) for s in stages) if stages else 0
+        for i, s in enumerate(stages, 1):
             h = self.hashes[s.name]
             head = f"[{i:>2}/{total}] {s.name:<{width}}"
             final = self.stage_dir(s.name)
+            prior = (known or {}).get(s.name)
+            if prior is not None and prior.hash == h and prior.status == "done":
+                outputs[s.name] = prior
+                self._print(f"{head}  done before ({prior.seconds:.1f} s)")
+                continue
             if (final / "done.json").exists():
                 outputs[s.name] = StageOutput(s.name, h, final, _read_result(final), "cached")
                 self._print(f"{head}  cached      ({final.name})")
@@ -200,6 +228,25 @@ class Runner:
             if after is not None:
                 after(out)
         return outputs
+
+    def run_worker(self, names: list[str]) -> None:
+        """Another torchrun rank's share of ``names``: the stages rank 0 is running too (each
+        joins the same collectives), with a private scratch folder for ``out`` (rank 0 alone
+        writes the stage folder) and the shared ``work`` folder (resume state, written by
+        rank 0, read by every rank). Stages rank 0 finds cached are skipped here too: no
+        stage can complete without every rank, so both ranks see the same ``done.json``."""
+        import tempfile
+
+        for s in self.stages:
+            if s.name not in names or self.is_done(s.name):
+                continue
+            scratch = Path(tempfile.mkdtemp(prefix=f"robustlens-{s.name}-"))
+            try:
+                ctx = StageContext(name=s.name, params=s.params, out=scratch, work=self.work_dir(s.name), deps={},
+                                   shared=self.shared, log=lambda msg: None)
+                s.fn(ctx)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def _execute(self, s: StageDef, h: str, final: Path, outputs: dict[str, StageOutput]) -> StageOutput:
         stages_root = final.parent

@@ -46,7 +46,8 @@ class DataSpec:
     format: str = ""
     n_train: int = 0
     n_test: int = 0
-    options: dict = field(default_factory=lambda: {"contrast": 0.12})  # measured: see default.toml
+    # measured: see default.toml; a data set on disk gets {} unless the spec gives options
+    options: dict = field(default_factory=lambda: {"contrast": 0.12})
 
 
 @dataclass
@@ -624,6 +625,9 @@ def parse_spec(text: str, path: str = "<spec>", base_dir: str | Path | None = No
     loc = _Locator(text, path)
     spec = _fill(Spec, raw, (), loc)
     spec.source_path = path
+    src = spec.data.source
+    if not (src == "trifeature" or src.startswith("trifeature:")) and "options" not in (raw.get("data") or {}):
+        spec.data.options = {}  # the default options (texture contrast) are the procedural set's
     _check_values(spec, loc, Path(base_dir) if base_dir is not None else Path.cwd())
     return spec
 

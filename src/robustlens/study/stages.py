@@ -148,9 +148,10 @@ def _read_splits(spec: Spec, size: int | None, extra: dict, n_train: int, n_test
 
 
 def eval_subset(shared: dict, n: int, split: str = "test"):
-    """The first ``n`` images of a split (a fixed, seeded order: the split's own order)."""
+    """``n`` images of a split drawn by a permutation seeded with the spec's seed (the same
+    images for every stage; splits read from folders are sorted by class, so never the first n)."""
     data = load_data(shared)[split]
-    return data.head(min(n, len(data)))
+    return data.sample(n, seed=int(shared["spec"].seed))
 
 
 def load_model(ctx: StageContext, name: str):
@@ -229,11 +230,11 @@ def stage_data(ctx: StageContext) -> dict:
     spec = _spec(ctx)
     from robustlens.explain.render import image_grid
 
-    k = min(32, len(train))
-    labels = [train.classes[int(c)] for c in train.labels[:k]]
-    image_grid(train.float(slice(0, k)), ctx.out / "samples.png", ncol=8, labels=labels, title="training samples")
+    shown = train.sample(32, seed=spec.seed)
+    labels = [train.classes[int(c)] for c in shown.labels]
+    image_grid(shown.float(), ctx.out / "samples.png", ncol=8, labels=labels, title="training samples")
     figures = {"samples": "samples.png"}
-    captions = {"samples": "The first training images with their labels."}
+    captions = {"samples": "Training images (a seeded sample) with their labels."}
     if "conflict" in data and len(data["conflict"]):
         c = data["conflict"].head(min(16, len(data["conflict"])))
         tex = c.factor("texture").tolist() if "texture" in c.factor_names else [None] * len(c)
@@ -279,7 +280,7 @@ def stage_train(ctx: StageContext) -> dict:
             "model": name, "source": "checkpoint", "checkpoint": m["checkpoint"], "sha256": p.get("checkpoint_sha256", ""),
             "arch": meta.get("arch", getattr(model, "arch", "")), "parameters": sum(t.numel() for t in model.parameters()),
             "eps": (meta.get("training") or {}).get("eps", ""), "epochs": (meta.get("training") or {}).get("epochs", ""),
-            "test_accuracy_first_1000": _accuracy(model, test.float(), test.labels),
+            "test_accuracy_1000": _accuracy(model, test.float(), test.labels),
             "figures": {},
         }
     train_mod = require("robustlens.train", "training")
@@ -309,7 +310,12 @@ def stage_train(ctx: StageContext) -> dict:
     ctx.work.mkdir(parents=True, exist_ok=True)
     # resume only a run this stage started before (a killed study); a fresh stage starts quietly
     resume = (Path(ctx.work) / "state.safetensors").exists()
+    import torch.distributed as dist
+
+    processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     res = train_mod.train(model, train_set, cfg, out_dir=ctx.work, resume=resume, device=device)
+    if ctx.shared.get("dist_worker"):  # another torchrun rank: rank 0 writes the stage
+        return {}
     model.eval()
     history = _history(res)
     resolved = _resolved_config(res, cfg)
@@ -323,7 +329,8 @@ def stage_train(ctx: StageContext) -> dict:
         "model": name, "source": "trained", "checkpoint": "model.safetensors", "arch": m["arch"], "mode": m["mode"],
         "eps": p["eps"] if m["mode"] != "std" else 0.0, "epochs": resolved.get("epochs", m["epochs"]),
         "parameters": sum(t.numel() for t in model.parameters()), "config": resolved, "history": history,
-        "test_accuracy_first_1000": _accuracy(model.to(device), test.float(device=device), test.labels.to(device)),
+        "processes": processes,  # > 1: trained under torchrun (DistributedDataParallel)
+        "test_accuracy_1000": _accuracy(model.to(device), test.float(device=device), test.labels.to(device)),
         "figures": figures,
         "captions": {"history": f"{name}: per-epoch training metrics."},
     }
@@ -489,7 +496,7 @@ def stage_transforms(ctx: StageContext) -> dict:
                 probes.append(get_probe(pname))
     models = {n: load_model(ctx, n) for n in analysis_models(spec)}
     data = load_data(ctx.shared)
-    pool = data["train"].head(min(512, len(data["train"])))
+    pool = data["train"].sample(512, seed=_seed(ctx, "transforms"))
     rows = ev.evaluate_probes(models, sub, probes, batch_size=p["batch_size"], device=_device(ctx),
                               style_pool=pool.images, pool_labels=pool.labels, seed=_seed(ctx, "transforms"))
     out: dict[str, dict] = {}
@@ -1084,7 +1091,7 @@ def stage_transfer(ctx: StageContext) -> dict:
         for i, n in enumerate(names):
             tr = ctx.deps[f"train_{n}"].result
             backbone_rows.append([f"{kind}{i}", n, tr.get("source", ""), tr.get("config", {}).get("seed", spec.models[n].seed if n in spec.models else ""),
-                                  tr.get("test_accuracy_first_1000")])
+                                  tr.get("test_accuracy_1000")])
     cells = [[v.upper()] + [f"{100 * table[str(s)][v]:.1f} ± {100 * spread[str(s)][v]:.1f}" if v in table[str(s)] else "" for s in sizes]
              for v in p["variants"]]
     best = ", ".join(f"{k}: {e['best'].upper()}" for k, e in pattern["per_dataset"].items())
@@ -1131,7 +1138,7 @@ def stage_construct(ctx: StageContext) -> dict:
     data = load_data(ctx.shared)
     train, test = data["train"], data["test"]
     n = min(p["n"] or len(train), len(train))
-    test_eval = test.head(min(p["eval_n"] or len(test), len(test)))
+    test_eval = test.sample(p["eval_n"] or len(test), seed=seed)
     std, adv = load_model(ctx, "std"), load_model(ctx, "adv")
     if p["arch"]:
         arch, arch_options = p["arch"], dict(p["arch_options"])
@@ -1144,11 +1151,14 @@ def stage_construct(ctx: StageContext) -> dict:
     kinds = (["original"] if p["baseline"] else []) + list(p["datasets"])
     datasets: dict[str, dict] = {}
     samples: dict[str, Any] = {}
-    x_orig = train.float(slice(0, n))
+    from robustlens.data.base import sample_indices
+
+    chosen = sample_indices(len(train), n, seed)  # the images construct_dataset uses
+    x_orig = train.float(chosen)
     for kind in kinds:
         if kind == "original":
-            cset = con.ConstructedSet(x_orig, train.labels[:n].clone(), list(train.classes), "original",
-                                      torch.arange(n), train.labels[:n].clone())
+            cset = con.ConstructedSet(x_orig, train.labels[chosen].clone(), list(train.classes), "original",
+                                      chosen.clone(), train.labels[chosen].clone())
             construction: dict[str, Any] = {}
         else:
             source = adv if kind == "robust" else std
@@ -1278,7 +1288,7 @@ def _construct_samples(samples: dict, train, path: Path) -> str:
 
 
 # Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
-STAGE_CODE = 2
+STAGE_CODE = 3
 
 _IMPL_FILES = {
     "robustness": ("attacks/evaluate.py", "attacks/pgd.py", "attacks/apgd.py"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -37,8 +38,23 @@ class DistInfo:
         return self.rank == 0
 
 
+_DETACHED = False
+
+
+def detach() -> None:
+    """From now on this process trains alone, whatever torchrun's variables say.
+
+    ``robustlens study`` under torchrun trains its models with every rank, then lets rank 0
+    run the probes by itself (the other ranks exit); later trainings in that process
+    (transfer fine-tuning, fresh models on constructed data sets) must not wait for them."""
+    global _DETACHED
+    _DETACHED = True
+
+
 def env_world() -> tuple[int, int, int]:
     """(rank, world, local_rank) from torchrun's environment variables (0, 1, 0 without)."""
+    if _DETACHED:
+        return 0, 1, 0
     try:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
@@ -48,9 +64,12 @@ def env_world() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def setup(device: torch.device) -> DistInfo:
-    """Join the process group when launched by torchrun with ``WORLD_SIZE > 1``."""
-    if dist.is_available() and dist.is_initialized():
+def setup(device: torch.device, timeout: timedelta | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun with ``WORLD_SIZE > 1``.
+
+    ``timeout`` bounds every collective (torch's default: 30 minutes for gloo, 10 for NCCL);
+    the study raises it so that ranks can wait while rank 0 decodes a large data set."""
+    if dist.is_available() and dist.is_initialized() and not _DETACHED:
         return DistInfo(dist.get_rank(), dist.get_world_size(), env_world()[2], created=False)
     rank, world, local = env_world()
     if world <= 1:
@@ -60,7 +79,7 @@ def setup(device: torch.device) -> DistInfo:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(local)
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout is not None else {}))
     return DistInfo(rank, world, local, created=True)
 
 

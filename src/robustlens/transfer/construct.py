@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustlens.data.base import sample_indices
 from robustlens.errors import UserError
 from robustlens.io import atomic_path, versions, write_json_atomic
 from robustlens.threat import L2
@@ -218,6 +219,9 @@ def construct_dataset(
     device = torch.device(device)
     name = getattr(train_set, "name", "")
     config = _config_of(kind, n, steps, step_size, eps, init, chunk_size, seed, name)
+    # n < total: a seeded sample of the split (folders and archives are sorted by class)
+    config["selection"] = "all" if n == total else "seeded sample"
+    chosen = sample_indices(total, n, seed)
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -245,7 +249,7 @@ def construct_dataset(
             continue
         lo, hi = ci * chunk_size, min(n, (ci + 1) * chunk_size)
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + ci)
-        idx = torch.arange(lo, hi)
+        idx = chosen[lo:hi]
         y = train_set.labels[idx]
         if kind == "robust":
             if init == "image":

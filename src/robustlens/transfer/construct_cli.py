@@ -23,7 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--split", default="train", help="split to construct from (default train); the test split is used for --train-eval")
     p.add_argument("--out", required=True, help="output folder (chunks/, data.npz, construct.json, results.json)")
-    p.add_argument("--n", type=positive_int, default=None, help="use the first N training images (default all)")
+    p.add_argument("--n", type=positive_int, default=None, help="use N training images, a seeded sample (default all)")
     p.add_argument("--steps", type=positive_int, default=None, help="default 200 (robust) / 40 (det, rand); paper: 1000 / 100")
     p.add_argument("--step-size", type=float, default=None, help="default 0.1 (the paper's)")
     p.add_argument("--eps", type=float, default=None, help="L2 radius for det / rand (default 0.5, the paper's)")
