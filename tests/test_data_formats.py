@@ -298,3 +298,21 @@ def test_file_loader_yields_tensor_loader_batches(tmp_path):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     same = FileLoader.from_folder(tmp_path / "d", batch_size=4, seed=2, augment=True, num_workers=0)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(same.epoch(1), tl.epoch(1)))
+
+
+def test_sample_of_a_class_sorted_folder_is_fair_and_so_is_its_prefix(tmp_path):
+    """Folders are read class by class; a seeded sample (and any prefix of it) mixes classes,
+    is reproducible, never repeats an image, and covers the whole split when n >= len."""
+    classes = tuple(f"c{i}" for i in range(5))
+    write_image_folder(tmp_path / "d", classes=classes, per_class=20, splits=["test"])
+    test = load_splits(str(tmp_path / "d"))["test"]
+    assert test.labels[:20].tolist() == [0] * 20  # sorted by class, so head() is one class
+    s = test.sample(40, seed=3)
+    assert len(s) == 40 and len(set(s.labels[:10].tolist())) >= 3
+    again = test.sample(40, seed=3)
+    assert torch.equal(s.labels, again.labels) and torch.equal(s.images, again.images)
+    whole = test.sample(10_000, seed=1)
+    assert len(whole) == len(test) and sorted(whole.labels.tolist()) == sorted(test.labels.tolist())
+    assert len(set(whole.labels[:15].tolist())) >= 3
+    rows = {bytes(img.numpy().tobytes()) for img in whole.images}
+    assert len(rows) == len(test)  # a permutation: no image twice

@@ -9,13 +9,13 @@ import torch
 from torch import Tensor
 
 
-def sample_indices(total: int, n: int, seed: int = 0) -> Tensor:
-    """Sorted indices of ``n`` of ``total`` items drawn by a permutation seeded with ``seed``
-    (``arange(total)`` when ``n >= total``)."""
-    if n >= total:
-        return torch.arange(total)
+def sample_indices(total: int, n: int, seed: int = 0, sort: bool = False) -> Tensor:
+    """The first ``min(n, total)`` entries of a permutation of ``range(total)`` seeded with
+    ``seed``: every prefix is itself a fair sample. ``sort=True`` returns them in increasing
+    order instead (the same set)."""
     g = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(total, generator=g)[:n].sort().values
+    idx = torch.randperm(total, generator=g)[: min(n, total)]
+    return idx.sort().values if sort else idx
 
 
 @dataclass
@@ -101,10 +101,8 @@ class ImageSet:
         return self.subset(slice(0, n))
 
     def sample(self, n: int, seed: int = 0) -> "ImageSet":
-        """``n`` images drawn by a seeded permutation, kept in the split's order (the whole
-        split when ``n >= len(self)``): a fair subset even of a class-sorted split."""
-        if n >= len(self):
-            return self
+        """``min(n, len(self))`` images in a seeded random order: a fair subset even of a
+        class-sorted split, and so is every prefix of it (``sample(1000)[:200]``)."""
         return self.subset(sample_indices(len(self), n, seed))
 
     def with_labels(self, labels: Tensor, classes: list[str] | None = None, name: str | None = None) -> "ImageSet":

@@ -251,7 +251,7 @@ class ConstructSpec:
     perturbations of the STD model (radius ``eps``, ``steps`` steps of ``step_size``; paper:
     0.5, 100, 0.1) towards y+1 / a random class, relabelled with the target. A fresh model
     (``arch`` / ``arch_options``, ``""`` = the STD model's) is trained on each for ``epochs``
-    (SGD momentum 0.9, cosine ``lr``, ``batch_size``) and evaluated on the first ``eval_n``
+    (SGD momentum 0.9, cosine ``lr``, ``batch_size``) and evaluated on a seeded sample of ``eval_n``
     original test images (0 = all), clean and under PGD-``attack_steps`` at the study's
     threat. ``baseline``: the same recipe on the ``n`` original images, for comparison.
     """
@@ -268,6 +268,7 @@ class ConstructSpec:
     epochs: int = 5
     lr: float = 0.05
     batch_size: int = 128
+    augment: bool = False  # random crop (pad 4) + flip while training the fresh models
     arch: str = ""
     arch_options: dict = field(default_factory=dict)
     baseline: bool = True
@@ -455,6 +456,17 @@ def parse_eps(value: Any, *, name: str) -> float:
     return eps
 
 
+def _resolve_path(value: str, base_dir: Path) -> tuple[Path | None, str]:
+    """A relative path is looked up next to the spec file first, then in the current folder
+    (each path on its own, so a spec may name data beside it and checkpoints of a run)."""
+    p = Path(value).expanduser()
+    candidates = [p] if p.is_absolute() else list(dict.fromkeys([base_dir / p, Path.cwd() / p]))
+    for c in candidates:
+        if c.exists():
+            return c, str(c)
+    return None, " and ".join(str(c) for c in candidates)
+
+
 def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
     """Semantic checks that need no torch and no data: paths, modes, method names, ranges."""
     def fail(table: tuple[str, ...], key: str, msg: str) -> None:
@@ -464,11 +476,9 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         fail((), "name", f"use letters, digits, '_', '-', '.' only (it names a folder), got {spec.name!r}")
     src = spec.data.source
     if not (src == "trifeature" or src.startswith("trifeature:")):
-        p = Path(src).expanduser()
-        if not p.is_absolute():
-            p = base_dir / p
-        if not p.exists():
-            fail(("data",), "source", f"data path {src!r} does not exist (looked at {p})")
+        p, looked = _resolve_path(src, base_dir)
+        if p is None:
+            fail(("data",), "source", f"data path {src!r} does not exist (looked at {looked})")
         spec.data.source = str(p)
     for key in ("size", "n_train", "n_test"):
         if getattr(spec.data, key) < 0:
@@ -485,11 +495,9 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
     for name, m in spec.models.items():
         t = ("models", name)
         if m.checkpoint:
-            p = Path(m.checkpoint).expanduser()
-            if not p.is_absolute():
-                p = base_dir / p
-            if not p.exists():
-                fail(t, "checkpoint", f"checkpoint {m.checkpoint!r} does not exist (looked at {p})")
+            p, looked = _resolve_path(m.checkpoint, base_dir)
+            if p is None:
+                fail(t, "checkpoint", f"checkpoint {m.checkpoint!r} does not exist (looked at {looked})")
             m.checkpoint = str(p)
         elif m.mode not in TRAIN_MODES:
             close = difflib.get_close_matches(m.mode, TRAIN_MODES, n=1)

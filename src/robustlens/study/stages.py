@@ -1153,7 +1153,7 @@ def stage_construct(ctx: StageContext) -> dict:
     samples: dict[str, Any] = {}
     from robustlens.data.base import sample_indices
 
-    chosen = sample_indices(len(train), n, seed)  # the images construct_dataset uses
+    chosen = sample_indices(len(train), n, seed, sort=True)  # the images construct_dataset uses
     x_orig = train.float(chosen)
     for kind in kinds:
         if kind == "original":
@@ -1178,7 +1178,7 @@ def stage_construct(ctx: StageContext) -> dict:
         else:
             ctx.log(f"training a fresh {arch} on {_CONSTRUCT_NAMES[kind]} ({p['epochs']} epochs) and evaluating it")
             r = con.train_and_evaluate(cset, test_eval, arch=arch, model_kwargs=arch_options, epochs=p["epochs"], lr=p["lr"],
-                                       batch_size=p["batch_size"], threat_norm=threat["norm"], threat_eps=threat["eps"],
+                                       batch_size=p["batch_size"], augment=bool(p.get("augment", False)), threat_norm=threat["norm"], threat_eps=threat["eps"],
                                        attack_steps=p["attack_steps"], seed=seed, device=device, show_progress=_tty())
             ev = _strip_seconds({
                 "clean_accuracy": r["test_clean_accuracy"], "robust_accuracy": r["test_robust_accuracy"],
@@ -1190,7 +1190,7 @@ def stage_construct(ctx: StageContext) -> dict:
         datasets[kind] = {**ev, "construction": construction}
     chance = 1.0 / max(1, train.num_classes)
     figures = {"accuracy": _plot_construct(datasets, ctx.out / "construct_accuracy.png", threat, chance),
-               "samples": _construct_samples(samples, train, ctx.out / "construct_samples.png")}
+               "samples": _construct_samples(samples, x_orig[:8], ctx.out / "construct_samples.png")}
     rows = [[_CONSTRUCT_NAMES[k], d["clean_accuracy"], d["robust_accuracy"], d["train_accuracy_constructed_labels"],
              d["train_agreement_with_original_labels"]] for k, d in datasets.items()]
     eps_txt = f"{threat['eps'] * 255:.3g}/255" if threat["norm"] == "linf" else f"{threat['eps']:.3g}"
@@ -1200,13 +1200,14 @@ def stage_construct(ctx: StageContext) -> dict:
                      "det": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]},
                      "rand": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]}},
         "train": {"arch": arch, "arch_options": arch_options, "epochs": p["epochs"], "lr": p["lr"], "batch_size": p["batch_size"],
+                  "augment": bool(p.get("augment", False)),
                   "seed": seed},
         "datasets": datasets,
         "figures": figures,
         "captions": {"accuracy": f"Fresh standard models trained on each set, evaluated on the original test set: clean and PGD-{p['attack_steps']} "
                                  f"({threat['norm']} eps {eps_txt}); dashed: chance.",
-                     "samples": "The first training images (top) and what each construction made of them."},
-        "summary": f"Ilyas et al. (2019): from the first {n} training images, D_R inverts the ADV model's penultimate representation "
+                     "samples": "Original training images (top) and what each construction made of them."},
+        "summary": f"Ilyas et al. (2019): from {n} training images (a seeded sample), D_R inverts the ADV model's penultimate representation "
                    f"({p['robust_steps']} L2 steps of {p['robust_step_size']} from {'another training image' if p['robust_init'] == 'image' else 'noise'}); "
                    f"D_det / D_rand perturb towards y+1 / a random class on the STD model (targeted L2 PGD, eps {p['eps']}, {p['steps']} steps) "
                    f"and relabel with the target. A fresh {arch} is trained on each ({p['epochs']} epochs) and evaluated on {len(test_eval)} "
@@ -1271,13 +1272,13 @@ def _plot_construct(datasets: dict, path: Path, threat: dict, chance: float) -> 
     return _save(fig, path)
 
 
-def _construct_samples(samples: dict, train, path: Path) -> str:
+def _construct_samples(samples: dict, originals, path: Path) -> str:
     import torch
 
     from robustlens.explain.render import image_grid
 
-    k = min(8, len(train))
-    rows = [train.float(slice(0, k))] + [samples[n][:k].float().clamp(0, 1) for n in samples if n != "original"]
+    k = len(originals)
+    rows = [originals] + [samples[n][:k].float().clamp(0, 1) for n in samples if n != "original"]
     names = ["original"] + [n for n in samples if n != "original"]
     labels = [f"{names[r]}" if c == 0 else "" for r in range(len(rows)) for c in range(k)]
     image_grid(torch.cat(rows), path, ncol=k, labels=labels, title="rows: " + ", ".join(names))
@@ -1288,7 +1289,7 @@ def _construct_samples(samples: dict, train, path: Path) -> str:
 
 
 # Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
-STAGE_CODE = 3
+STAGE_CODE = 4
 
 _IMPL_FILES = {
     "robustness": ("attacks/evaluate.py", "attacks/pgd.py", "attacks/apgd.py"),

@@ -221,7 +221,7 @@ def construct_dataset(
     config = _config_of(kind, n, steps, step_size, eps, init, chunk_size, seed, name)
     # n < total: a seeded sample of the split (folders and archives are sorted by class)
     config["selection"] = "all" if n == total else "seeded sample"
-    chosen = sample_indices(total, n, seed)
+    chosen = sample_indices(total, n, seed, sort=True)
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
