@@ -183,6 +183,15 @@ def test_construct_stage_builds_and_evaluates_the_ilyas_sets(tiny_run):
         assert d["attack"]["norm"] == "linf" and d["attack"]["eps"] == pytest.approx(8 / 255)
     # D_R keeps the labels; D_det always relabels (y + 1); the perturbations stay in the L2 ball
     assert c["datasets"]["robust"]["construction"]["label_changed"] == 0.0
+    # the constructed sets are kept in the stage folder and read back exactly
+    import torch
+
+    from robustlens.transfer.construct import load_constructed
+
+    stage = run / "stages" / next(p.name for p in (run / "stages").iterdir() if p.name.startswith("construct-"))
+    assert c["files"] == {k: f"datasets/{k}" for k in ("robust", "det", "rand")}
+    det = load_constructed(stage / c["files"]["det"])
+    assert len(det) == 48 and det.kind == "det" and torch.equal(det.labels, (det.original_labels + 1) % 10)
     assert c["datasets"]["det"]["construction"]["label_changed"] == 1.0
     for kind in ("det", "rand"):
         assert c["datasets"][kind]["construction"]["mean_l2"] <= 1.0 + 1e-4
@@ -203,7 +212,7 @@ def test_construct_stage_builds_and_evaluates_the_ilyas_sets(tiny_run):
 
 def test_changed_construct_parameter_reruns_only_construct(tiny_run):
     folder, spec_path, _, _ = tiny_run
-    text = spec_path.read_text().replace("eval_n = 32", "eval_n = 16")
+    text = spec_path.read_text().replace("eval_n = 32", 'eval_n = 16\neval_threats = ["l2:0.25", "linf:2/255"]')
     assert text != spec_path.read_text()
     p2 = folder / "tiny_construct.toml"
     p2.write_text(text)
@@ -211,7 +220,14 @@ def test_changed_construct_parameter_reruns_only_construct(tiny_run):
     out = run_study(load_spec(p2), stream=log)["outputs"]
     ran = {k for k, o in out.items() if o.status == "done"}
     assert ran == {"construct"}, log.getvalue()
-    assert out["construct"].result["eval_n"] == 16
+    c = out["construct"].result
+    assert c["eval_n"] == 16
+    for kind, d in c["datasets"].items():  # the extra threats, evaluated on the same fresh model
+        assert [e["threat"] for e in d["extra_threats"]] == ["l2:0.25", "linf:2/255"], kind
+        assert d["extra_threats"][1]["eps"] == pytest.approx(2 / 255)
+        assert all(0 <= e["robust_accuracy"] <= d["clean_accuracy"] for e in d["extra_threats"]), kind
+    header = c["tables"]["fresh models on the original test set"]["header"]
+    assert header[3:5] == ["PGD-2 l2 0.25", "PGD-2 linf 2/255"], header
 
 
 def test_recomputed_transfer_and_construct_give_identical_results(tiny_run):

@@ -189,6 +189,9 @@ def test_transfer_needs_a_named_second_model_when_the_first_is_a_checkpoint(tmp_
     ("eps = 0\n", "positive number"),
     ('robust_init = "zeros"\n', "'image' or 'noise'"),
     ("steps = 0\n", "positive integer"),
+    ('eval_threats = ["l3:0.25"]\n', "norm linf, l2 or l1"),
+    ('eval_threats = ["0.25"]\n', "expected 'norm:eps'"),
+    ('eval_threats = ["l2:-1"]\n', "positive eps"),
 ])
 def test_bad_construct_settings_are_refused(text, fragment):
     with pytest.raises(UserError) as e:
@@ -207,3 +210,33 @@ def test_examples_parse_and_enable_transfer_and_construct():
         assert s.stages.transfer.enabled and s.stages.construct.enabled, name
     full = load_spec(ROOT / "examples" / "trifeature_full.toml")
     assert full.stages.transfer.sizes == [32, 64, 96] and full.stages.transfer.repeats == 3
+
+
+def test_each_relative_path_is_found_beside_the_spec_or_in_the_current_folder(tmp_path, monkeypatch):
+    """Data beside the spec, a checkpoint of an earlier run relative to where the command runs;
+    a data set on disk gets no procedural options unless the spec gives some."""
+    spec_dir, work = tmp_path / "examples", tmp_path / "work"
+    (spec_dir / "data").mkdir(parents=True)
+    (work / "runs").mkdir(parents=True)
+    (work / "runs" / "adv.safetensors").write_bytes(b"")
+    p = spec_dir / "s.toml"
+    p.write_text('[data]\nsource = "data"\n[models.adv]\ncheckpoint = "runs/adv.safetensors"\n')
+    monkeypatch.chdir(work)
+    s = load_spec(p)
+    assert Path(s.data.source) == spec_dir / "data"
+    assert Path(s.models["adv"].checkpoint) == work / "runs" / "adv.safetensors"
+    assert s.data.options == {}  # the default's texture contrast is the procedural set's
+    assert parse_spec("").data.options == {"contrast": 0.12}
+    p.write_text('[data]\nsource = "data"\noptions = { channels = 1 }\n[models.adv]\ncheckpoint = "gone.safetensors"\n')
+    with pytest.raises(UserError, match=r"checkpoint 'gone.safetensors' does not exist \(looked at .*examples/gone.safetensors and .*work/gone.safetensors\)"):
+        load_spec(p)
+
+
+def test_cpu_profiles_parse():
+    for name in ("cifar10_cpu", "cifar10_cpu_ilyas", "imagenette_cpu"):
+        try:
+            s = load_spec(ROOT / "examples" / f"{name}.toml")
+        except UserError as e:  # the real data sets (and the profile's checkpoints) live outside the repository
+            assert "does not exist" in str(e), e
+            continue
+        assert s.device == "cpu" and s.data.options == {}, name

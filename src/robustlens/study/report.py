@@ -142,8 +142,8 @@ def _sec_robustness(o: dict[str, StageOutput], spec: dict) -> str:
             aa.get("robust_accuracy", "not run"), aa.get("n", ""), _fmt(aa.get("per_attack", "")),
         ])
     head = (
-        f"<p>PGD-{r.get('pgd', {}).get('steps')} ({r.get('pgd', {}).get('restarts')} restart(s)) on {r.get('n')} test images; "
-        f"AutoAttack-style ensemble on the first {r.get('autoattack_n', 0)}. Threat: {_esc(_fmt(r.get('threat', {})))}.</p>"
+        f"<p>PGD-{r.get('pgd', {}).get('steps')} ({r.get('pgd', {}).get('restarts')} restart(s)) on {r.get('n')} test images (a seeded random sample); "
+        f"AutoAttack-style ensemble on the first {r.get('autoattack_n', 0)} of them. Threat: {_esc(_fmt(r.get('threat', {})))}.</p>"
     )
     return head + _table(["model", "clean", "PGD robust", "ensemble robust", "ensemble n", "per attack"], rows) + _figures(out)
 

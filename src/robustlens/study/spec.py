@@ -244,7 +244,7 @@ class TransferSpec:
 class ConstructSpec:
     """``[stages.construct]``: robust and non-robust data sets (Ilyas et al. 2019, Sec. 3).
 
-    From the first ``n`` training images (0 = all): D_R (``"robust"``) inverts the ADV
+    From ``n`` training images (a seeded sample; 0 = all): D_R (``"robust"``) inverts the ADV
     model's penultimate representation (``robust_steps`` normalised L2 steps of
     ``robust_step_size`` from ``robust_init`` = another training ``image`` or ``noise``; paper: 1000
     steps of 0.1 from an image); D_det / D_rand (``"det"`` / ``"rand"``) are targeted L2 PGD
@@ -274,7 +274,11 @@ class ConstructSpec:
     baseline: bool = True
     eval_n: int = 0
     attack_steps: int = 20
+    # extra PGD evaluations of the fresh models, "norm:eps" (e.g. "l2:0.25", Ilyas et al.'s
+    # CIFAR-10 radius; "linf:2/255"); the claim is judged at the study's threat only
+    eval_threats: list[str] = field(default_factory=list)
     chunk_size: int = 256
+    keep_datasets: bool = True  # keep the constructed sets (float32 .npz) in the stage folder
 
 
 @dataclass
@@ -622,6 +626,23 @@ def _check_construct(spec: Spec, fail) -> None:
             fail(tab, key, f"expected a positive number, got {getattr(c, key)}")
     if c.robust_init not in ("image", "noise"):
         fail(tab, "robust_init", f"expected 'image' or 'noise', got {c.robust_init!r}")
+    for t in c.eval_threats:
+        try:
+            parse_threat_spec(t)
+        except UserError as e:
+            fail(tab, "eval_threats", str(e))
+
+
+def parse_threat_spec(text: str) -> tuple[str, float]:
+    """``"l2:0.25"`` / ``"linf:8/255"`` -> (norm, eps)."""
+    norm, sep, eps = str(text).partition(":")
+    norm = norm.strip().lower().replace("-", "")
+    if not sep or norm not in ("linf", "l2", "l1"):
+        raise UserError(f"expected 'norm:eps' with norm linf, l2 or l1 (e.g. 'l2:0.25'), got {text!r}")
+    value = parse_eps(eps.strip(), name="eps")
+    if value <= 0:
+        raise UserError(f"expected a positive eps in {text!r}")
+    return norm, value
 
 
 def parse_spec(text: str, path: str = "<spec>", base_dir: str | Path | None = None) -> Spec:

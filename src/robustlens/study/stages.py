@@ -1180,22 +1180,50 @@ def stage_construct(ctx: StageContext) -> dict:
             r = con.train_and_evaluate(cset, test_eval, arch=arch, model_kwargs=arch_options, epochs=p["epochs"], lr=p["lr"],
                                        batch_size=p["batch_size"], augment=bool(p.get("augment", False)), threat_norm=threat["norm"], threat_eps=threat["eps"],
                                        attack_steps=p["attack_steps"], seed=seed, device=device, show_progress=_tty())
+            extra = []
+            for text in p.get("eval_threats", []):
+                from robustlens.study.spec import parse_threat_spec
+                from robustlens.threat import make_threat
+                from robustlens.transfer._loops import robust_accuracy as _pgd_accuracy
+
+                norm, eps = parse_threat_spec(text)
+                e = _pgd_accuracy(r["model"], test_eval.float(), test_eval.labels, make_threat(norm, eps),
+                                  steps=p["attack_steps"], device=device, seed=seed)
+                extra.append({"threat": text, "norm": norm, "eps": eps, "robust_accuracy": e["robust_accuracy"]})
             ev = _strip_seconds({
                 "clean_accuracy": r["test_clean_accuracy"], "robust_accuracy": r["test_robust_accuracy"],
+                "extra_threats": extra,
                 "train_accuracy_constructed_labels": r["train_accuracy_constructed_labels"],
                 "train_agreement_with_original_labels": r["train_agreement_with_original_labels"],
                 "n_train": r["n_train"], "n_test": r["n_test"], "attack": r["attack"], "last_epoch": r["last_epoch"],
             })
             write_json_atomic(cache, ev)
         datasets[kind] = {**ev, "construction": construction}
+    kept = {}
+    if p.get("keep_datasets", True):
+        import shutil
+
+        # The constructed sets are the experiment's artefacts: move them out of the work folder
+        # (deleted once the stage is done) into the stage folder. Read one back with
+        # robustlens.transfer.construct.load_constructed(<stage folder>/datasets/<kind>).
+        for kind in p["datasets"]:
+            src, dst = ctx.work / kind, ctx.out / "datasets" / kind
+            if (src / "data.npz").exists():
+                dst.mkdir(parents=True, exist_ok=True)
+                for f in ("data.npz", "construct.json"):
+                    shutil.move(str(src / f), str(dst / f))
+                kept[kind] = f"datasets/{kind}"
     chance = 1.0 / max(1, train.num_classes)
     figures = {"accuracy": _plot_construct(datasets, ctx.out / "construct_accuracy.png", threat, chance),
                "samples": _construct_samples(samples, x_orig[:8], ctx.out / "construct_samples.png")}
-    rows = [[_CONSTRUCT_NAMES[k], d["clean_accuracy"], d["robust_accuracy"], d["train_accuracy_constructed_labels"],
-             d["train_agreement_with_original_labels"]] for k, d in datasets.items()]
+    extra_names = list(p.get("eval_threats", []))
+    rows = [[_CONSTRUCT_NAMES[k], d["clean_accuracy"], d["robust_accuracy"],
+             *[next((e["robust_accuracy"] for e in d.get("extra_threats", []) if e["threat"] == t), None) for t in extra_names],
+             d["train_accuracy_constructed_labels"], d["train_agreement_with_original_labels"]] for k, d in datasets.items()]
     eps_txt = f"{threat['eps'] * 255:.3g}/255" if threat["norm"] == "linf" else f"{threat['eps']:.3g}"
     return {
         "n": n, "eval_n": len(test_eval), "chance": chance, "threat": threat, "attack_steps": p["attack_steps"],
+        "files": kept,  # constructed sets kept in the stage folder (float32 data.npz + construct.json)
         "settings": {"robust": {"source": "adv", "steps": p["robust_steps"], "step_size": p["robust_step_size"], "init": p["robust_init"]},
                      "det": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]},
                      "rand": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]}},
@@ -1213,7 +1241,8 @@ def stage_construct(ctx: StageContext) -> dict:
                    f"and relabel with the target. A fresh {arch} is trained on each ({p['epochs']} epochs) and evaluated on {len(test_eval)} "
                    f"original test images; chance = {chance:.3g}.",
         "tables": {"fresh models on the original test set": {
-            "header": ["trained on", "clean", f"PGD-{p['attack_steps']} {threat['norm']} {eps_txt}", "train acc. (own labels)",
+            "header": ["trained on", "clean", f"PGD-{p['attack_steps']} {threat['norm']} {eps_txt}",
+                       *[f"PGD-{p['attack_steps']} {t.replace(':', ' ')}" for t in extra_names], "train acc. (own labels)",
                        "train agreement with original labels"], "rows": rows}},
     }
 
@@ -1257,17 +1286,22 @@ def _predict(model, x):
 def _plot_construct(datasets: dict, path: Path, threat: dict, chance: float) -> str:
     plt = _plt()
     names = list(datasets)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.3 * len(names), 3.3))
-    w = 0.38
-    for j, (key, label) in enumerate((("clean_accuracy", "clean"), ("robust_accuracy", "PGD"))):
-        xs = [i + (j - 0.5) * w for i in range(len(names))]
-        vals = [datasets[n][key] for n in names]
+    eps_txt = f"{threat['eps'] * 255:.3g}/255" if threat["norm"] == "linf" else f"{threat['eps']:.3g}"
+    series = [("clean", [datasets[n]["clean_accuracy"] for n in names]),
+              (f"PGD {threat['norm']} {eps_txt}", [datasets[n]["robust_accuracy"] for n in names])]
+    for t in [e["threat"] for e in datasets[names[0]].get("extra_threats", [])] if names else []:
+        series.append((f"PGD {t.replace(':', ' ')}",
+                       [next((e["robust_accuracy"] for e in datasets[n].get("extra_threats", []) if e["threat"] == t), 0.0) for n in names]))
+    fig, ax = plt.subplots(figsize=(1.8 + (0.65 + 0.35 * len(series)) * len(names), 3.3))
+    w = 0.8 / len(series)
+    for j, (label, vals) in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * w for i in range(len(names))]
         ax.bar(xs, vals, w, label=label)
         for xv, v in zip(xs, vals):
-            ax.text(xv, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+            ax.text(xv, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
     ax.axhline(chance, color="grey", ls="--", lw=1)
     ax.set_xticks(range(len(names)), [_CONSTRUCT_NAMES[n].split(" (")[0] for n in names])
-    ax.set(ylim=(0, 1.08), ylabel="accuracy on the original test set", title=f"trained on constructed sets ({threat['norm']} eps {threat['eps']:.3g})")
+    ax.set(ylim=(0, 1.08), ylabel="accuracy on the original test set", title="fresh models trained on each set")
     ax.legend(fontsize=7)
     return _save(fig, path)
 

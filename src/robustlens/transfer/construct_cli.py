@@ -36,6 +36,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-norm", default="l2", help="threat for the robust accuracy (default l2)")
     p.add_argument("--eval-eps", default="0.25", help="eps for the robust accuracy (default 0.25, Ilyas et al.'s L2 value)")
     p.add_argument("--eval-steps", type=positive_int, default=20, help="PGD steps for the robust accuracy (default 20)")
+    p.add_argument("--eval-n", type=positive_int, default=None, help="--train-eval on N test images, a seeded sample (default all)")
+    p.add_argument("--augment", action="store_true", help="--train-eval with random crop (pad 4) + flip")
     add_device_arg(p)
     add_seed_arg(p)
 
@@ -76,12 +78,14 @@ def run(args: argparse.Namespace) -> int:
         result["mean_l2_perturbation"] = float((ds.images - train.float(ds.source_index)).flatten(1).norm(dim=1).mean())
     if args.train_eval:
         test = load(args.data, split="test", size=args.size, **opts)
+        if args.eval_n is not None:
+            test = test.sample(args.eval_n, seed=args.seed)
         threat = make_threat(args.eval_norm, parse_eps(args.eval_eps, name="--eval-eps"))
         model.eval()
         src = robust_accuracy(model, test.float(), test.labels, threat, steps=args.eval_steps, device=device, seed=args.seed)
         arch = getattr(model, "arch", "small_cnn") or "small_cnn"
         kwargs = {k: v for k, v in (getattr(model, "config", {}) or {}).items() if k != "num_classes"}
-        ev = train_and_evaluate(ds, test, arch=arch, model_kwargs=kwargs, epochs=args.epochs, lr=args.lr, threat_norm=args.eval_norm, threat_eps=threat.eps, attack_steps=args.eval_steps, seed=args.seed, device=device)
+        ev = train_and_evaluate(ds, test, arch=arch, model_kwargs=kwargs, epochs=args.epochs, lr=args.lr, augment=args.augment, threat_norm=args.eval_norm, threat_eps=threat.eps, attack_steps=args.eval_steps, seed=args.seed, device=device)
         ev.pop("model")
         result["source_model"] = {"test_clean_accuracy": src["clean_accuracy"], "test_robust_accuracy": src["robust_accuracy"]}
         result["trained_on_constructed"] = ev
