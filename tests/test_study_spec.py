@@ -191,7 +191,8 @@ def test_transfer_needs_a_named_second_model_when_the_first_is_a_checkpoint(tmp_
     ("steps = 0\n", "positive integer"),
     ('eval_threats = ["l3:0.25"]\n', "norm linf, l2 or l1"),
     ('eval_threats = ["0.25"]\n', "expected 'norm:eps'"),
-    ('eval_threats = ["l2:-1"]\n', "positive eps"),
+    ('eval_threats = ["l2:-1"]\n', "eps >= 0"),
+    ('eval_threats = ["l2:0"]\n', "positive eps"),
 ])
 def test_bad_construct_settings_are_refused(text, fragment):
     with pytest.raises(UserError) as e:
@@ -240,3 +241,11 @@ def test_cpu_profiles_parse():
             assert "does not exist" in str(e), e
             continue
         assert s.device == "cpu" and s.data.options == {}, name
+
+
+def test_eps_grid_takes_fractions_and_stores_floats():
+    s = parse_spec('[stages.robustness]\neps_grid = ["2/255", 0.1, 1]\n')
+    assert s.stages.robustness.eps_grid == [pytest.approx(2 / 255), 0.1, 1.0]
+    assert all(isinstance(e, float) for e in s.stages.robustness.eps_grid)
+    with pytest.raises(UserError, match=r"s.toml:2: stages.robustness.eps_grid: .*8//255"):
+        parse_spec('[stages.robustness]\neps_grid = ["8//255"]\n', "s.toml")

@@ -103,7 +103,7 @@ class RobustnessSpec:
     autoattack_attacks: list[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
     autoattack_steps: int = 100
     autoattack_targets: int = 1
-    eps_grid: list[float] = field(default_factory=list)
+    eps_grid: list[float | str] = field(default_factory=list)  # numbers or "2/255"; stored as floats
 
 
 @dataclass
@@ -493,6 +493,10 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         parse_eps(spec.threat.eps, name="threat.eps")
     except UserError as e:
         raise UserError(f"{loc.where(('threat',), 'eps')}: {e}") from None
+    try:
+        spec.stages.robustness.eps_grid = [parse_eps(e, name="eps") for e in spec.stages.robustness.eps_grid]
+    except UserError as e:
+        raise UserError(f"{loc.where(('stages', 'robustness'), 'eps_grid')}: stages.robustness.eps_grid: {e}") from None
     for required in ("std", "adv"):
         if required not in spec.models:
             fail(("models",), required, "a study needs an STD and an ADV model")
