@@ -173,3 +173,41 @@ def test_adain_statistics_and_weight_files(tmp_path):
     torch.save({"0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(UserError, match="lacks"):
         A.AdaIN.from_files(tmp_path / "bad.pth", tmp_path / "dec.safetensors")
+
+
+def test_iterative_median_grid_equals_levels_computed_from_scratch():
+    """Repeated filters are computed level after level (r from r-1); the accuracies equal
+    those of applying each level to the clean images, also for a grid that is not increasing."""
+    import dataclasses
+
+    from robustlens.probes import transforms as T
+
+    d = tiny_set(n=12)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    models = {"net": net.eval()}
+    calls = []
+    real = T.median_filter
+
+    def counting(x, k=3, repeats=1, mode="nearest", **kw):
+        calls.append(int(repeats))
+        return real(x, k, repeats, mode, **kw)
+
+    grid = [0, 1, 3, 4, 2]
+    probe = get_probe("median").with_params(levels=grid)
+    assert probe.iterative
+    T.median_filter = counting
+    try:
+        fast = evaluate_probes(models, d, [probe], batch_size=5)
+        n_fast = sum(calls)
+        calls.clear()
+        slow = evaluate_probes(models, d, [dataclasses.replace(probe, iterative=False)], batch_size=5)
+        n_slow = sum(calls)
+    finally:
+        T.median_filter = real
+    assert [(r["level"], r["top1"], r["top5"]) for r in fast] == [(r["level"], r["top1"], r["top5"]) for r in slow]
+    batches = 3
+    assert n_slow == batches * sum(grid) and n_fast == batches * (4 + 2)  # 0,1,3,4 chained; 2 from scratch
+    x = d.float()
+    assert torch.equal(real(real(x, 3, 2), 3, 3), real(x, 3, 5))

@@ -102,6 +102,7 @@ def evaluate_probes(
             x = data.float(idx, dev)
             y = data.labels[idx].to(dev)
             masks = None if data.masks is None else data.masks[idx].to(dev)
+            chain: dict[str, tuple] = {}  # iterative probes: (level, images) of the last level done
             for i, (pname, probe, level) in enumerate(cells):
                 if probe is None:
                     xt = x
@@ -109,7 +110,13 @@ def evaluate_probes(
                     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + b * 7919 + i)
                     ctx = ProbeContext(masks=masks, labels=data.labels[idx], style_pool=style_pool,
                                        pool_labels=pool_labels, generator=g, adain=adain)
-                    xt = probe.apply(x, level, ctx)
+                    last = chain.get(pname) if probe.iterative else None
+                    if last is not None and last[0] <= level:
+                        xt = probe.apply(last[1], level - last[0], ctx)
+                    else:
+                        xt = probe.apply(x, level, ctx)
+                    if probe.iterative:
+                        chain[pname] = (level, xt)
                 for mn, model in models.items():
                     t1, t5 = _topk_hits(model(xt), y)
                     hits[(mn, i)][0] += t1

@@ -430,6 +430,9 @@ class Probe:
     level_name: str | None = None
     params: dict = field(default_factory=dict)
     description: str = ""
+    # apply(apply(x, a), b) == apply(x, a + b) exactly (repeated filters): a grid of levels is
+    # then computed incrementally, each level from the previous one
+    iterative: bool = False
 
     def apply(self, x: Tensor, level: Any = None, ctx: ProbeContext | None = None) -> Tensor:
         return self.fn(x, level, ctx or ProbeContext(), **self.params)
@@ -473,7 +476,7 @@ PROBES: dict[str, Probe] = {
         Probe("blur", _blur, (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), "sigma", {"kernel_size": 7, "backend": "auto"},
               "Gaussian blur, sigma grid at a fixed kernel size"),
         Probe("median", _median, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10), "repeats", {"kernel_size": 3, "mode": "nearest"},
-              "median filter applied 0..N times"),
+              "median filter applied 0..N times", iterative=True),
         Probe("invert", lambda x, level, ctx: invert(x), description="colour reversal 1 - x"),
         Probe("greyscale", lambda x, level, ctx: greyscale(x), description="BT.601 luma on every channel"),
         Probe("lowpass", _lowpass, (1.5, 1.0, 0.5, 0.25, 0.125), "radius", {"mask": "ideal"},
