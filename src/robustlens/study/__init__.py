@@ -102,15 +102,10 @@ def _train_under_torchrun(spec: Spec, runner, after, stream: TextIO) -> dict | N
     distributed phase, or ``None`` on the other ranks."""
     from datetime import timedelta
 
-    import torch
-
-    from robustlens.cli_common import resolve_device
-    from robustlens.study.stages import stage_train
+    from robustlens.study.stages import spec_device, stage_train
     from robustlens.train import distributed as tdist
 
-    name = spec.device
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name in ("", "auto") else resolve_device(name)
-    info = tdist.setup(device, timeout=timedelta(hours=6))
+    info = tdist.setup(spec_device(spec), timeout=timedelta(hours=6))
     if not info.enabled:
         return {}
     trained = [s.name for s in runner.stages if s.fn is stage_train and not s.params["spec"]["checkpoint"]]

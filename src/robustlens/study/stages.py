@@ -49,17 +49,20 @@ def _spec(ctx: StageContext) -> Spec:
     return ctx.shared["spec"]
 
 
-def _device(ctx: StageContext):
+def spec_device(spec: Spec):
+    """The spec's device: ``auto`` / ``""`` = cuda when available, else cpu."""
     import torch
 
-    if "device" not in ctx.shared:
-        name = _spec(ctx).device
-        if name in ("", "auto"):
-            ctx.shared["device"] = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            from robustlens.cli_common import resolve_device
+    if spec.device in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from robustlens.cli_common import resolve_device
 
-            ctx.shared["device"] = resolve_device(name)
+    return resolve_device(spec.device)
+
+
+def _device(ctx: StageContext):
+    if "device" not in ctx.shared:
+        ctx.shared["device"] = spec_device(_spec(ctx))
     return ctx.shared["device"]
 
 
