@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.checkpoint, device)
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.n is not None:
-        data = data.sample(args.n, seed=getattr(args, "seed", 0) or 0)
+        data = data.sample(args.n, seed=args.seed)
     if data.num_classes > model.num_classes:
         from robustlens.errors import UserError
 

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         imageset = load(args.data, split=args.split, size=args.size, format=args.format)
         if len(imageset) == 0:
             raise UserError(f"--data: split {args.split!r} of {args.data} is empty")
-        sub = imageset.sample(args.n, seed=getattr(args, "seed", 0) or 0)
+        sub = imageset.sample(args.n)
         x = sub.float(device=device)
         row_labels = [sub.classes[int(c)] for c in sub.labels]
     else:
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if args.localize:
         if imageset is None:
             raise UserError("--localize: needs --data with ground-truth boxes (not --images)")
-        lsub = imageset.sample(args.localize_n, seed=getattr(args, "seed", 0) or 0)
+        lsub = imageset.sample(args.localize_n)
         results["localize"] = {
             name: localize.evaluate_localization(m, lsub, args.localize_method, batch_size=args.batch_size, device=device, **opts.get(args.localize_method, {}))
             for name, m in models.items()

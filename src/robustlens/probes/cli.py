@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         models[name], metas[name] = _load_model(ck, device)
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.limit:
-        data = data.sample(args.limit, seed=getattr(args, "seed", 0) or 0)
+        data = data.sample(args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         elif is_procedural(args.data):
             conflict = load(args.data, split="conflict", size=args.size)
             if args.limit:
-                conflict = conflict.sample(args.limit, seed=getattr(args, "seed", 0) or 0)
+                conflict = conflict.sample(args.limit)
         else:
             raise UserError("--probes bias: needs the procedural set's 'conflict' split (--data trifeature...)")
         bias = [{"model": n, **model_bias(m, conflict, args.batch_size, device)} for n, m in models.items()]
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             # train/test splits tie texture to shape; the conflict split varies the factors independently
             ndata = load(args.data, split="conflict", size=args.size)
             if args.limit:
-                ndata = ndata.sample(args.limit, seed=getattr(args, "seed", 0) or 0)
+                ndata = ndata.sample(args.limit)
         from robustlens.probes.neurons import default_layers, get_layer
 
         res = {}

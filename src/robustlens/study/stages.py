@@ -1155,6 +1155,9 @@ def stage_construct(ctx: StageContext) -> dict:
     datasets: dict[str, dict] = {}
     samples: dict[str, Any] = {}
     from robustlens.data.base import sample_indices
+    from robustlens.study.spec import parse_threat_spec
+    from robustlens.threat import make_threat
+    from robustlens.transfer._loops import robust_accuracy as _pgd_accuracy
 
     chosen = sample_indices(len(train), n, seed, sort=True)  # the images construct_dataset uses
     x_orig = train.float(chosen)
@@ -1184,13 +1187,10 @@ def stage_construct(ctx: StageContext) -> dict:
                                        batch_size=p["batch_size"], augment=bool(p.get("augment", False)), threat_norm=threat["norm"], threat_eps=threat["eps"],
                                        attack_steps=p["attack_steps"], seed=seed, device=device, show_progress=_tty())
             extra = []
+            x_eval = test_eval.float() if p.get("eval_threats") else None
             for text in p.get("eval_threats", []):
-                from robustlens.study.spec import parse_threat_spec
-                from robustlens.threat import make_threat
-                from robustlens.transfer._loops import robust_accuracy as _pgd_accuracy
-
                 norm, eps = parse_threat_spec(text)
-                e = _pgd_accuracy(r["model"], test_eval.float(), test_eval.labels, make_threat(norm, eps),
+                e = _pgd_accuracy(r["model"], x_eval, test_eval.labels, make_threat(norm, eps),
                                   steps=p["attack_steps"], device=device, seed=seed)
                 extra.append({"threat": text, "norm": norm, "eps": eps, "robust_accuracy": e["robust_accuracy"]})
             ev = _strip_seconds({
