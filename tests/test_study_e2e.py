@@ -193,6 +193,13 @@ def test_construct_stage_builds_and_evaluates_the_ilyas_sets(tiny_run):
     det = load_constructed(stage / c["files"]["det"])
     assert len(det) == 48 and det.kind == "det" and torch.equal(det.labels, (det.original_labels + 1) % 10)
     assert c["datasets"]["det"]["construction"]["label_changed"] == 1.0
+    # the fresh models are kept as checkpoints beside the sets
+    from robustlens.models.checkpoint import load_checkpoint
+
+    assert c["models"] == {k: f"models/{k}.safetensors" for k in ("original", "robust", "det", "rand")}
+    fresh, meta = load_checkpoint(stage / c["models"]["det"])
+    assert meta["trained_on"] == "D_det (y+1)" and meta["construct"]["clean_accuracy"] == c["datasets"]["det"]["clean_accuracy"]
+    assert not list((run / "stages").glob("*/work"))  # nothing left behind in a work folder
     for kind in ("det", "rand"):
         assert c["datasets"][kind]["construction"]["mean_l2"] <= 1.0 + 1e-4
     assert 0 <= c["datasets"]["robust"]["construction"]["relative_representation_distance"]

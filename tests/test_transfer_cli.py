@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import helpers_transfer
 from helpers_transfer import tiny_model
@@ -46,6 +47,26 @@ def test_construct_bad_input(capsys, tmp_path):
     assert "file not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--train-eval", "--eval-threat", "l3:0.5"], "--eval-threat: expected 'norm:eps'"),
+        (["--train-eval", "--eval-threat", "l2:-1"], "--eval-threat"),
+        (["--train-eval", "--eval-eps", "eight"], "--eval-eps"),
+        (["--baseline"], "add --train-eval"),
+        (["--eval-threat", "l2:0.5"], "add --train-eval"),
+    ],
+)
+def test_construct_bad_evaluation_settings_fail_before_constructing(extra, message, capsys, tmp_path):
+    ck = _save(tmp_path / "std.safetensors", tiny_model(0))
+    out = tmp_path / "o"
+    argv = ["construct", "--kind", "det", "--checkpoint", str(ck), "--data", TINY, "--size", "16", "--n", "4", "--steps", "1", "--out", str(out)]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # nothing was constructed or written
+
+
 def _save(path, model):
     ckpt = pytest.importorskip("robustlens.models.checkpoint")
     ckpt.save_checkpoint(path, model, {"training": {"mode": "std"}})
@@ -78,9 +99,26 @@ def test_construct_end_to_end_and_resume(tmp_path):
     assert sorted(p.name for p in (out / "chunks").iterdir()) == ["chunk_00000.npz", "chunk_00001.npz", "chunk_00002.npz"]
     (out / "data.npz").unlink()  # as if the run stopped before the final file
     (out / "chunks" / "chunk_00002.npz").unlink()
-    assert main(argv + ["--train-eval", "--epochs", "1", "--eval-steps", "2"]) == 0
+    assert main(argv + ["--train-eval", "--epochs", "1", "--eval-steps", "2", "--baseline",
+                        "--eval-threat", "l2:0.25", "--eval-threat", "linf:2/255"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["construct"]["kind"] == "det" and res["n"] == 12 and 0 <= res["trained_on_constructed"]["test_clean_accuracy"] <= 1
+    # both fresh models (on D_det and, --baseline, on the same original images) are evaluated at
+    # every threat and saved; a saved model gives back the reported clean accuracy
+    from robustlens.data import load
+    from robustlens.models.checkpoint import load_checkpoint
+
+    test = load(TINY, split="test", size=16)
+    for key, fname in (("trained_on_constructed", "trained.safetensors"), ("trained_on_original", "baseline.safetensors")):
+        ev = res[key]
+        assert [(e["norm"], e["eps"]) for e in ev["extra_threats"]] == [("l2", 0.25), ("linf", pytest.approx(2 / 255))]
+        assert all(0 <= e["robust_accuracy"] <= ev["test_clean_accuracy"] for e in ev["extra_threats"])
+        assert ev["checkpoint"] == str(out / fname)
+        model, meta = load_checkpoint(out / fname)
+        with torch.no_grad():
+            acc = (model.eval()(test.float()).argmax(1) == test.labels).float().mean().item()
+        assert acc == pytest.approx(ev["test_clean_accuracy"], abs=1e-6) and meta["classes"] == list(test.classes)
+    assert res["trained_on_original"]["train_agreement_with_original_labels"] == res["trained_on_original"]["train_accuracy_constructed_labels"]
     import numpy as np
 
     with np.load(out / "data.npz") as a:

@@ -11,35 +11,15 @@ l_p norm: clipping only shrinks each coordinate of the perturbation towards zero
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from fractions import Fraction
 
 import torch
 from torch import Tensor
 
+from robustlens._eps import parse_eps, parse_threat_spec  # noqa: F401  (re-exported)
 from robustlens.errors import UserError
 
 _TINY = 1e-12
-
-
-def parse_eps(value: str | float | int, *, name: str = "--eps") -> float:
-    """Parse an eps given as a number (Python, numpy or 0-d tensor) or a fraction ``"8/255"``."""
-    if isinstance(value, bool):
-        raise UserError(f"{name}: expected a number or a fraction like 8/255, got {value!r}")
-    if isinstance(value, (int, float)):
-        eps = float(value)
-    elif not isinstance(value, str) and hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0:
-        eps = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            eps = float(Fraction(text)) if "/" in text else float(text)
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"{name}: expected a number or a fraction like 8/255, got {value!r}") from None
-    if not math.isfinite(eps) or eps < 0:
-        raise UserError(f"{name}: expected a finite eps >= 0, got {value!r}")
-    return eps
 
 
 def _view(scalar: Tensor, like: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustlens._eps import parse_eps, parse_threat_spec  # noqa: F401  (parse_threat_spec is re-exported)
 from robustlens.errors import UserError
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default.toml")
@@ -446,20 +447,6 @@ def _fill_models(raw: Any, loc: _Locator, base: dict[str, ModelSpec]) -> dict[st
     return out
 
 
-def parse_eps(value: Any, *, name: str) -> float:
-    """``8/255`` or a number -> float, without importing torch (same rules as ``threat.parse_eps``)."""
-    from fractions import Fraction
-    import math
-
-    try:
-        eps = float(Fraction(str(value).strip())) if isinstance(value, str) else float(value)
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"{name}: expected a number or a fraction like 8/255, got {value!r}") from None
-    if not math.isfinite(eps) or eps < 0:
-        raise UserError(f"{name}: expected a finite eps >= 0, got {value!r}")
-    return eps
-
-
 def _resolve_path(value: str, base_dir: Path) -> tuple[Path | None, str]:
     """A relative path is looked up next to the spec file first, then in the current folder
     (each path on its own, so a spec may name data beside it and checkpoints of a run)."""
@@ -635,18 +622,6 @@ def _check_construct(spec: Spec, fail) -> None:
             parse_threat_spec(t)
         except UserError as e:
             fail(tab, "eval_threats", str(e))
-
-
-def parse_threat_spec(text: str) -> tuple[str, float]:
-    """``"l2:0.25"`` / ``"linf:8/255"`` -> (norm, eps)."""
-    norm, sep, eps = str(text).partition(":")
-    norm = norm.strip().lower().replace("-", "")
-    if not sep or norm not in ("linf", "l2", "l1"):
-        raise UserError(f"expected 'norm:eps' with norm linf, l2 or l1 (e.g. 'l2:0.25'), got {text!r}")
-    value = parse_eps(eps.strip(), name="eps")
-    if value <= 0:
-        raise UserError(f"expected a positive eps in {text!r}")
-    return norm, value
 
 
 def parse_spec(text: str, path: str = "<spec>", base_dir: str | Path | None = None) -> Spec:

@@ -1129,10 +1129,10 @@ def stage_construct(ctx: StageContext) -> dict:
     stage's work folder (everything is seeded, so a resumed stage gives the same numbers).
     """
     import json
-
-    import torch
+    import shutil
 
     from robustlens.io import write_json_atomic
+    from robustlens.models.checkpoint import save_checkpoint
 
     con = require("robustlens.transfer.construct", "constructed data sets")
     p = ctx.params
@@ -1155,10 +1155,6 @@ def stage_construct(ctx: StageContext) -> dict:
     datasets: dict[str, dict] = {}
     samples: dict[str, Any] = {}
     from robustlens.data.base import sample_indices
-    from robustlens.study.spec import parse_threat_spec
-    from robustlens.threat import make_threat
-    from robustlens.transfer._loops import robust_accuracy as _pgd_accuracy
-
     chosen = sample_indices(len(train), n, seed, sort=True)  # the images construct_dataset uses
     x_orig = train.float(chosen)
     for kind in kinds:
@@ -1185,27 +1181,30 @@ def stage_construct(ctx: StageContext) -> dict:
             ctx.log(f"training a fresh {arch} on {_CONSTRUCT_NAMES[kind]} ({p['epochs']} epochs) and evaluating it")
             r = con.train_and_evaluate(cset, test_eval, arch=arch, model_kwargs=arch_options, epochs=p["epochs"], lr=p["lr"],
                                        batch_size=p["batch_size"], augment=bool(p.get("augment", False)), threat_norm=threat["norm"], threat_eps=threat["eps"],
-                                       attack_steps=p["attack_steps"], seed=seed, device=device, show_progress=_tty())
-            extra = []
-            x_eval = test_eval.float() if p.get("eval_threats") else None
-            for text in p.get("eval_threats", []):
-                norm, eps = parse_threat_spec(text)
-                e = _pgd_accuracy(r["model"], x_eval, test_eval.labels, make_threat(norm, eps),
-                                  steps=p["attack_steps"], device=device, seed=seed)
-                extra.append({"threat": text, "norm": norm, "eps": eps, "robust_accuracy": e["robust_accuracy"]})
+                                       attack_steps=p["attack_steps"], extra_threats=p.get("eval_threats", []), seed=seed, device=device,
+                                       show_progress=_tty())
             ev = _strip_seconds({
                 "clean_accuracy": r["test_clean_accuracy"], "robust_accuracy": r["test_robust_accuracy"],
-                "extra_threats": extra,
+                "extra_threats": r["extra_threats"],
                 "train_accuracy_constructed_labels": r["train_accuracy_constructed_labels"],
                 "train_agreement_with_original_labels": r["train_agreement_with_original_labels"],
                 "n_train": r["n_train"], "n_test": r["n_test"], "attack": r["attack"], "last_epoch": r["last_epoch"],
             })
+            # the fresh model is kept, so it can be attacked further (robustlens attack --checkpoint)
+            save_checkpoint(ctx.work / f"model_{kind}.safetensors", r["model"],
+                            {"classes": list(train.classes), "trained_on": _CONSTRUCT_NAMES[kind], "construct": ev})
             write_json_atomic(cache, ev)
         datasets[kind] = {**ev, "construction": construction}
     kept = {}
+    models = {}
+    for kind in kinds:
+        src = ctx.work / f"model_{kind}.safetensors"
+        if src.exists():
+            (ctx.out / "models").mkdir(parents=True, exist_ok=True)
+            for f in (src, src.with_suffix(".json")):
+                shutil.move(str(f), str(ctx.out / "models" / f.name.removeprefix("model_")))
+            models[kind] = f"models/{kind}.safetensors"
     if p.get("keep_datasets", True):
-        import shutil
-
         # The constructed sets are the experiment's artefacts: move them out of the work folder
         # (deleted once the stage is done) into the stage folder. Read one back with
         # robustlens.transfer.construct.load_constructed(<stage folder>/datasets/<kind>).
@@ -1227,6 +1226,7 @@ def stage_construct(ctx: StageContext) -> dict:
     return {
         "n": n, "eval_n": len(test_eval), "chance": chance, "threat": threat, "attack_steps": p["attack_steps"],
         "files": kept,  # constructed sets kept in the stage folder (float32 data.npz + construct.json)
+        "models": models,  # the fresh models, as checkpoints in the stage folder
         "settings": {"robust": {"source": "adv", "steps": p["robust_steps"], "step_size": p["robust_step_size"], "init": p["robust_init"]},
                      "det": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]},
                      "rand": {"source": "std", "eps": p["eps"], "steps": p["steps"], "step_size": p["step_size"]}},

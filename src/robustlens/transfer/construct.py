@@ -32,7 +32,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -331,6 +331,7 @@ def train_and_evaluate(
     threat_norm: str = "l2",
     threat_eps: float = 0.25,
     attack_steps: int = 20,
+    extra_threats: Sequence[str] = (),
     seed: int = 0,
     device: str | torch.device = "cpu",
     show_progress: bool = True,
@@ -339,12 +340,15 @@ def train_and_evaluate(
 
     Training uses the exact float images (SGD, momentum 0.9, cosine lr). Evaluation: clean
     accuracy and PGD (``attack_steps`` steps, random start) accuracy at ``threat_eps`` on the
-    original test images and labels (Ilyas et al. 2019 report L2 eps 0.25 on CIFAR-10).
+    original test images and labels (Ilyas et al. 2019 report L2 eps 0.25 on CIFAR-10), and
+    the same PGD at each of ``extra_threats`` (``"norm:eps"`` texts such as ``"l2:0.5"``), so
+    one fresh model gives a robustness curve. The trained model is returned under ``"model"``.
     """
     from robustlens.models import create
-    from robustlens.threat import make_threat
+    from robustlens.threat import make_threat, parse_threat_spec
     from robustlens.transfer._loops import robust_accuracy, sgd_fit
 
+    extra_parsed = [(str(t), *parse_threat_spec(t, name="extra threat")) for t in extra_threats]  # fail before training
     if data.images.shape[1:] != test_set.images.shape[1:]:
         raise UserError(f"test set images are {tuple(test_set.images.shape[1:])} but the constructed set's are {tuple(data.images.shape[1:])}")
     device = torch.device(device)
@@ -355,7 +359,12 @@ def train_and_evaluate(
     t0 = time.time()
     last = sgd_fit(model, data.images, data.labels, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, augment=augment, schedule="cosine", device=device, show_progress=show_progress, desc=f"train on {data.kind}")
     model.eval()
-    ev = robust_accuracy(model, test_set.float(), test_set.labels, make_threat(threat_norm, threat_eps), steps=attack_steps, device=device, seed=seed)
+    x_test = test_set.float()
+    ev = robust_accuracy(model, x_test, test_set.labels, make_threat(threat_norm, threat_eps), steps=attack_steps, device=device, seed=seed)
+    extra = []
+    for text, norm, eps in extra_parsed:
+        e = robust_accuracy(model, x_test, test_set.labels, make_threat(norm, eps), steps=attack_steps, device=device, seed=seed)
+        extra.append({"threat": text, "norm": norm, "eps": eps, "robust_accuracy": e["robust_accuracy"]})
     # How often the model predicts the *original* label on its own training set: for D_det
     # this is low (it learnt the targets), which shows it is not simply reading y from x.
     with torch.no_grad():
@@ -372,6 +381,7 @@ def train_and_evaluate(
         "test_clean_accuracy": ev["clean_accuracy"],
         "test_robust_accuracy": ev["robust_accuracy"],
         "attack": {"name": ev.get("attack", "pgd"), "norm": threat_norm, "eps": threat_eps, "steps": attack_steps},
+        "extra_threats": extra,
         "n_train": len(data),
         "n_test": len(test_set),
         "seconds": time.time() - t0,

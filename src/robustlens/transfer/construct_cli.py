@@ -36,6 +36,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-norm", default="l2", help="threat for the robust accuracy (default l2)")
     p.add_argument("--eval-eps", default="0.25", help="eps for the robust accuracy (default 0.25, Ilyas et al.'s L2 value)")
     p.add_argument("--eval-steps", type=positive_int, default=20, help="PGD steps for the robust accuracy (default 20)")
+    p.add_argument("--eval-threat", action="append", default=[], metavar="NORM:EPS",
+                   help="--train-eval: also PGD at this threat, e.g. linf:4/255 or l2:0.5 (repeat for a robustness curve)")
+    p.add_argument("--baseline", action="store_true",
+                   help="--train-eval: also train the same recipe on the same original images (D) and evaluate it alike")
     p.add_argument("--eval-n", type=positive_int, default=None, help="--train-eval on N test images, a seeded sample (default all)")
     p.add_argument("--augment", action="store_true", help="--train-eval with random crop (pad 4) + flip")
     add_device_arg(p)
@@ -55,13 +59,19 @@ def _load_model(path: str, device):
 def run(args: argparse.Namespace) -> int:
     from robustlens.data import load
     from robustlens.io import write_json_atomic
-    from robustlens.threat import make_threat, parse_eps
+    from robustlens.models.checkpoint import save_checkpoint
+    from robustlens.threat import make_threat, parse_eps, parse_threat_spec
     from robustlens.transfer._loops import robust_accuracy
-    from robustlens.transfer.construct import construct_dataset, train_and_evaluate
+    from robustlens.transfer.construct import ConstructedSet, construct_dataset, train_and_evaluate
 
     device = resolve_device(args.device)
     if args.kind == "robust" and args.eps is not None:
         raise UserError("--eps: the robust data set is an unconstrained inversion; --eps applies to det / rand only")
+    if (args.eval_threat or args.baseline) and not args.train_eval:
+        raise UserError("--eval-threat / --baseline: they apply to the fresh models of --train-eval; add --train-eval")
+    eval_eps = parse_eps(args.eval_eps, name="--eval-eps")  # bad values fail before the long construction
+    for t in args.eval_threat:
+        parse_threat_spec(t, name="--eval-threat")
     model, meta = _load_model(args.checkpoint, device)
     opts = {"format": args.format} if args.format else {}
     train = load(args.data, split=args.split, size=args.size, **opts)
@@ -80,20 +90,33 @@ def run(args: argparse.Namespace) -> int:
         test = load(args.data, split="test", size=args.size, **opts)
         if args.eval_n is not None:
             test = test.sample(args.eval_n, seed=args.seed)
-        threat = make_threat(args.eval_norm, parse_eps(args.eval_eps, name="--eval-eps"))
+        threat = make_threat(args.eval_norm, eval_eps)
+        extra = list(args.eval_threat)
         model.eval()
         src = robust_accuracy(model, test.float(), test.labels, threat, steps=args.eval_steps, device=device, seed=args.seed)
         arch = getattr(model, "arch", "small_cnn") or "small_cnn"
         kwargs = {k: v for k, v in (getattr(model, "config", {}) or {}).items() if k != "num_classes"}
-        ev = train_and_evaluate(ds, test, arch=arch, model_kwargs=kwargs, epochs=args.epochs, lr=args.lr, augment=args.augment, threat_norm=args.eval_norm, threat_eps=threat.eps, attack_steps=args.eval_steps, seed=args.seed, device=device)
-        ev.pop("model")
         result["source_model"] = {"test_clean_accuracy": src["clean_accuracy"], "test_robust_accuracy": src["robust_accuracy"]}
-        result["trained_on_constructed"] = ev
-        print(
-            f"{args.kind}: model trained on the constructed set: clean {100 * ev['test_clean_accuracy']:.1f}%, "
-            f"{args.eval_norm} eps {threat.eps:g} PGD-{args.eval_steps} {100 * ev['test_robust_accuracy']:.1f}% "
-            f"(source model: {100 * src['clean_accuracy']:.1f}% / {100 * src['robust_accuracy']:.1f}%) on the original test set"
-        )
+        runs = [("trained_on_constructed", ds, "trained.safetensors")]
+        if args.baseline:
+            orig = ConstructedSet(train.float(ds.source_index), ds.original_labels.clone(), list(train.classes), "original",
+                                  ds.source_index.clone(), ds.original_labels.clone())
+            runs.append(("trained_on_original", orig, "baseline.safetensors"))
+        for key, data, fname in runs:
+            ev = train_and_evaluate(data, test, arch=arch, model_kwargs=kwargs, epochs=args.epochs, lr=args.lr, augment=args.augment,
+                                    threat_norm=args.eval_norm, threat_eps=threat.eps, attack_steps=args.eval_steps, extra_threats=extra,
+                                    seed=args.seed, device=device)
+            fresh = ev.pop("model")
+            path = save_checkpoint(Path(args.out) / fname, fresh, {"classes": list(train.classes), "trained_on": data.kind, "evaluation": ev})
+            ev["checkpoint"] = str(path)
+            result[key] = ev
+            curve = "".join(f", {e['threat']} {100 * e['robust_accuracy']:.1f}%" for e in ev["extra_threats"])
+            print(
+                f"{data.kind}: fresh model: clean {100 * ev['test_clean_accuracy']:.1f}%, "
+                f"{args.eval_norm} eps {threat.eps:g} PGD-{args.eval_steps} {100 * ev['test_robust_accuracy']:.1f}%{curve} "
+                f"on the original test set; saved to {path}"
+            )
+        print(f"source model: clean {100 * src['clean_accuracy']:.1f}%, PGD {100 * src['robust_accuracy']:.1f}%")
     from robustlens.io import versions
 
     result["versions"] = versions()
