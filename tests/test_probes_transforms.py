@@ -111,6 +111,14 @@ def test_silhouette_and_edges_from_masks(x):
     img[..., 4:] = 1
     e2 = T.edges(img)
     assert e2[0, 0, 4, 3:5].min() < e2[0, 0, 4, 0] and e2.shape == img.shape
+    # polarity "light": white shape / lines on black, exactly the inverse image
+    assert torch.equal(T.silhouette(x, m, "light"), 1 - s) and torch.equal(T.silhouette(x, m, "light")[:, 2], m.float())
+    assert torch.equal(T.edges(x, m, "light"), 1 - e) and torch.allclose(T.edges(img, polarity="light"), 1 - e2, atol=1e-6)
+    light = T.get_probe("edges").with_params(polarity="light")
+    assert torch.equal(light.apply(x, None, T.ProbeContext(masks=m)), 1 - e)
+    for fn in (T.silhouette, T.edges):
+        with pytest.raises(UserError, match="polarity must be 'dark'"):
+            fn(x, m, "white")
 
 
 def test_registry_and_bad_inputs(x):

@@ -200,6 +200,12 @@ def test_bad_construct_settings_are_refused(text, fragment):
     assert fragment in str(e.value) and "c.toml:" in str(e.value)
 
 
+@pytest.mark.parametrize("value", ['[]', '["white"]', '["dark", "dark"]'])
+def test_bad_shape_polarity_is_refused(value):
+    with pytest.raises(UserError) as e:
+        parse_spec(f"[stages.transforms]\nshape_polarity = {value}\n", "t.toml")
+    assert "shape_polarity" in str(e.value) and "'dark' / 'light'" in str(e.value) and "t.toml:" in str(e.value)
+
 def test_examples_parse_and_enable_transfer_and_construct():
     for name in ("cifar10", "imagenette", "trifeature_full"):
         path = ROOT / "examples" / f"{name}.toml"
@@ -211,8 +217,6 @@ def test_examples_parse_and_enable_transfer_and_construct():
         assert s.stages.transfer.enabled and s.stages.construct.enabled, name
     full = load_spec(ROOT / "examples" / "trifeature_full.toml")
     assert full.stages.transfer.sizes == [32, 64, 96] and full.stages.transfer.repeats == 3
-
-
 def test_each_relative_path_is_found_beside_the_spec_or_in_the_current_folder(tmp_path, monkeypatch):
     """Data beside the spec, a checkpoint of an earlier run relative to where the command runs;
     a data set on disk gets no procedural options unless the spec gives some."""
@@ -231,8 +235,6 @@ def test_each_relative_path_is_found_beside_the_spec_or_in_the_current_folder(tm
     p.write_text('[data]\nsource = "data"\noptions = { channels = 1 }\n[models.adv]\ncheckpoint = "gone.safetensors"\n')
     with pytest.raises(UserError, match=r"checkpoint 'gone.safetensors' does not exist \(looked at .*examples/gone.safetensors and .*work/gone.safetensors\)"):
         load_spec(p)
-
-
 def test_cpu_profiles_parse():
     for name in ("cifar10_cpu", "cifar10_cpu_ilyas", "imagenette_cpu"):
         try:
@@ -241,8 +243,6 @@ def test_cpu_profiles_parse():
             assert "does not exist" in str(e), e
             continue
         assert s.device == "cpu" and s.data.options == {}, name
-
-
 def test_eps_grid_takes_fractions_and_stores_floats():
     s = parse_spec('[stages.robustness]\neps_grid = ["2/255", 0.1, 1]\n')
     assert s.stages.robustness.eps_grid == [pytest.approx(2 / 255), 0.1, 1.0]

@@ -38,6 +38,11 @@ Each one is registered as a named :class:`Probe` with a default level grid (``PR
 * **edges**: the mask's outline (mask minus its 4-neighbour erosion), black on white, where
   masks exist; otherwise a Sobel gradient magnitude of the (Gaussian, sigma 1) smoothed
   luma, scaled per image to its maximum, drawn black on white (``1 - magnitude``).
+* Both take ``polarity``: ``"dark"`` (the default: dark shape / lines on white, as Geirhos et
+  al. and Chen et al. draw them) or ``"light"`` (white on black, the inverse image). Data whose
+  objects sit on a dark background (the procedural set) read the light version as closer to
+  what they were trained on; evaluating both separates "cannot use shape" from "never saw a
+  white background".
 * **stylize**: (a) weight-free amplitude swap: the Fourier phase of the image with the
   Fourier amplitude of a style image drawn (seeded) from a pool, per channel, clipped to
   [0, 1]; (b) ``method='adain'``: AdaIN style transfer (Huang & Belongie 2017) with the
@@ -283,11 +288,22 @@ def _masks_for(x: Tensor, masks: Tensor | None, probe: str) -> Tensor:
     return masks.to(x.device).bool()
 
 
-def silhouette(x: Tensor, masks: Tensor | None) -> Tensor:
-    """Filled silhouette: black shape (0) on white (1), every channel (Chen et al. 2020)."""
+POLARITIES = ("dark", "light")
+
+
+def _check_polarity(polarity: str, probe: str) -> None:
+    if polarity not in POLARITIES:
+        raise UserError(f"{probe}: polarity must be 'dark' (dark on white) or 'light' (white on black), got {polarity!r}")
+
+
+def silhouette(x: Tensor, masks: Tensor | None, polarity: str = "dark") -> Tensor:
+    """Filled silhouette on every channel: black shape (0) on white (1) (Chen et al. 2020), or
+    with ``polarity="light"`` white shape on black."""
     _check_images(x)
+    _check_polarity(polarity, "silhouette")
     m = _masks_for(x, masks, "silhouette")
-    return (~m).to(x.dtype).unsqueeze(1).expand_as(x).contiguous()
+    fg = m if polarity == "light" else ~m
+    return fg.to(x.dtype).unsqueeze(1).expand_as(x).contiguous()
 
 
 def _outline(m: Tensor) -> Tensor:
@@ -309,15 +325,17 @@ def sobel_magnitude(x: Tensor) -> Tensor:
     return torch.sqrt(gx**2 + gy**2).squeeze(1)
 
 
-def edges(x: Tensor, masks: Tensor | None = None) -> Tensor:
-    """Edge map, black lines on white: the mask outline where masks exist, else Sobel."""
+def edges(x: Tensor, masks: Tensor | None = None, polarity: str = "dark") -> Tensor:
+    """Edge map, black lines on white (``polarity="light"``: white on black): the mask outline
+    where masks exist, else Sobel."""
     _check_images(x)
+    _check_polarity(polarity, "edges")
     if masks is not None:
         e = _outline(_masks_for(x, masks, "edges")).to(x.dtype)
     else:
         mag = sobel_magnitude(x)
         e = mag / mag.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
-    return (1.0 - e).unsqueeze(1).expand_as(x).contiguous()
+    return (e if polarity == "light" else 1.0 - e).unsqueeze(1).expand_as(x).contiguous()
 
 
 # ---------------------------------------------------------------------------- stylisation
@@ -483,8 +501,10 @@ PROBES: dict[str, Probe] = {
               "Fourier low-pass, radius in units of Nyquist"),
         Probe("highpass", _highpass, (0.0, 0.125, 0.25, 0.5, 1.0), "radius", {"mask": "ideal"},
               "Fourier high-pass (DC kept), radius in units of Nyquist"),
-        Probe("silhouette", lambda x, level, ctx: silhouette(x, ctx.masks), description="filled mask, black on white"),
-        Probe("edges", lambda x, level, ctx: edges(x, ctx.masks), description="mask outline (or Sobel), black on white"),
+        Probe("silhouette", lambda x, level, ctx, polarity="dark": silhouette(x, ctx.masks, polarity), params={"polarity": "dark"},
+              description="filled mask, black on white (polarity 'light': white on black)"),
+        Probe("edges", lambda x, level, ctx, polarity="dark": edges(x, ctx.masks, polarity), params={"polarity": "dark"},
+              description="mask outline (or Sobel), black on white (polarity 'light': white on black)"),
         Probe("stylize", _stylize, params={"method": "fourier", "alpha": 1.0},
               description="texture replaced: Fourier amplitude (or AdaIN) of a pool image"),
     ]

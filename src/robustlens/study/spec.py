@@ -112,7 +112,8 @@ class TransformsSpec:
     """``[stages.transforms]``: accuracy under the main paper's transformations (Sec. 4.1):
     Gaussian blur over ``blur_sigmas`` at kernel ``blur_kernel``; median filter of kernel
     ``median_kernel`` applied 1..``median_repeats`` times; colour reversal; stylisation;
-    silhouettes and edges (Chen et al.)."""
+    silhouettes and edges (Chen et al.), drawn in each of ``shape_polarity`` ("dark": dark on
+    white, the papers'; "light": white on black, named ``silhouette_light`` / ``edges_light``)."""
 
     enabled: bool = True
     n: int = 500
@@ -126,6 +127,7 @@ class TransformsSpec:
     stylise: bool = True
     silhouettes: bool = True
     edges: bool = True
+    shape_polarity: list[str] = field(default_factory=lambda: ["dark", "light"])
 
 
 @dataclass
@@ -530,6 +532,9 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         fail(("stages", "transforms"), "median_kernel", f"expected an odd positive kernel size, got {st.transforms.median_kernel}")
     if any(s < 0 for s in st.transforms.blur_sigmas):
         fail(("stages", "transforms"), "blur_sigmas", "sigmas must be >= 0")
+    pol = st.transforms.shape_polarity
+    if not pol or any(v not in ("dark", "light") for v in pol) or len(set(pol)) != len(pol):
+        fail(("stages", "transforms"), "shape_polarity", f"expected a non-empty list of distinct 'dark' / 'light', got {pol!r}")
     if st.robustness.pgd_steps <= 0:
         fail(("stages", "robustness"), "pgd_steps", "expected a positive number of steps")
     for v in st.transfer.variants:

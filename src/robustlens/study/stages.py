@@ -491,12 +491,16 @@ def stage_transforms(ctx: StageContext) -> dict:
         if p[flag]:
             probes.append(get_probe(pname))
     skipped = []
+    from dataclasses import replace
+
     for flag, pname in (("silhouettes", "silhouette"), ("edges", "edges")):
         if p[flag]:
             if sub.masks is None and pname == "silhouette":
                 skipped.append(f"{pname} (the data has no masks)")
-            else:
-                probes.append(get_probe(pname))
+                continue
+            for pol in p.get("shape_polarity", ["dark"]):
+                probe = get_probe(pname).with_params(polarity=pol)
+                probes.append(probe if pol == "dark" else replace(probe, name=f"{pname}_light"))
     models = {n: load_model(ctx, n) for n in analysis_models(spec)}
     data = load_data(ctx.shared)
     pool = data["train"].sample(512, seed=_seed(ctx, "transforms"))
@@ -534,7 +538,8 @@ def stage_transforms(ctx: StageContext) -> dict:
                    + (f" Skipped: {', '.join(skipped)}." if skipped else ""),
         "tables": {"single-level transformations (top-1)": {"header": header, "rows": table_rows}, **curve_tabs},
         "figures": figures,
-        "captions": {"curves": "Accuracy against blur sigma and median repeats; bars: reversal, stylisation, silhouettes, edges.",
+        "captions": {"curves": "Accuracy against blur sigma and median repeats; bars: reversal, stylisation, silhouettes, edges "
+                               "(*_light: drawn white on black).",
                      "examples": "One test image under each transformation."},
     }
 
