@@ -35,9 +35,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--attack",
         default="pgd",
-        help="fgsm, pgd, apgd-ce, apgd-t, apgd-dlr, square or autoattack (default: pgd)",
+        help="fgsm, pgd, apgd-ce, apgd-t, apgd-dlr, fab, fab-t, square or autoattack (standard: apgd-ce, apgd-t, fab-t, square) (default: pgd)",
     )
-    p.add_argument("--steps", type=_nonneg_int, default=None, help="iterations (default: pgd 10, apgd 100); queries for square use --queries")
+    p.add_argument("--steps", type=_nonneg_int, default=None, help="iterations (default: pgd 10, apgd and fab 100); queries for square use --queries")
     p.add_argument("--step-size", default=None, help="PGD / FGSM step size (default: pgd 2.5*eps/steps; fractions work)")
     p.add_argument("--restarts", type=positive_int, default=1, help="random restarts, worst case kept (default 1)")
     p.add_argument("--loss", default="ce", choices=["ce", "cw"], help="PGD / FGSM loss (default: ce)")
@@ -53,6 +53,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustlens.attacks.autoattack import STANDARD
     from robustlens.attacks.evaluate import normalize_attack, robust_accuracy
     from robustlens.data import load
     from robustlens.io import versions, write_json_atomic
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if attack == "fgsm":
         kw.update(random_start=args.random_start)
         kw.pop("steps", None)
-    if attack in ("apgd-ce", "apgd-t", "apgd-dlr"):
+    if attack in ("apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t"):
         kw.update(restarts=args.restarts)
     if attack in ("square", "autoattack"):
         kw.update(n_queries=args.queries)
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                 "batch_size": args.batch_size,
                 "device": str(device),
                 "seed": args.seed,
-                "fab_t": "omitted" if attack == "autoattack" else None,
+                "ensemble": list(STANDARD) if attack == "autoattack" else None,
+                "fab_t": ("included" if "fab-t" in STANDARD else "omitted") if attack == "autoattack" else None,
             },
             "model": {"arch": meta.get("arch"), "num_classes": meta.get("num_classes")},
             "metrics": {

@@ -28,6 +28,7 @@ from robustlens.attacks import checks
 from robustlens.attacks._common import check_counts, check_inputs, fooled
 from robustlens.attacks.apgd import apgd_run, apgd_t_run
 from robustlens.attacks.autoattack import STANDARD, run_ensemble
+from robustlens.attacks.fab import fab_run
 from robustlens.attacks.fgsm import fgsm
 from robustlens.attacks.losses import get_loss
 from robustlens.attacks.pgd import pgd_run
@@ -35,12 +36,12 @@ from robustlens.attacks.square import square_run
 from robustlens.errors import UserError
 from robustlens.threat import ThreatModel
 
-ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "apgd-dlr", "square", "autoattack")
+ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t", "square", "autoattack")
 
 
 def normalize_attack(name: str) -> str:
     key = str(name).lower().replace("_", "-")
-    key = {"aa": "autoattack", "apgd": "apgd-ce", "apgdce": "apgd-ce", "apgdt": "apgd-t", "fgsm-rs": "fgsm"}.get(key, key)
+    key = {"aa": "autoattack", "apgd": "apgd-ce", "apgdce": "apgd-ce", "apgdt": "apgd-t", "fabt": "fab-t", "fgsm-rs": "fgsm"}.get(key, key)
     if key not in ATTACKS:
         raise UserError(f"--attack: unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
     return key
@@ -96,12 +97,17 @@ def _attack_batch(
             model, x, y, threat, 100 if steps is None else steps, kw.get("n_target_classes", 9), kw.get("restarts", 1),
             kw.get("random_start", True), gen, idx,
         )
+    if attack in ("fab", "fab-t"):
+        return fab_run(
+            model, x, y, threat, 100 if steps is None else steps, attack == "fab-t", kw.get("n_target_classes", 9), kw.get("restarts", 1),
+            kw.get("alpha_max", 0.1), kw.get("eta", 1.05), kw.get("beta", 0.9), gen, idx, clamp_targets=True,
+        )
     if attack == "square":
         return square_run(model, x, y, threat, kw.get("n_queries", 5000), kw.get("p_init", 0.8), gen, idx)
     raise UserError(f"--attack: unknown attack {attack!r}")  # pragma: no cover - normalised before
 
 
-_KNOWN = {"steps", "step_size", "restarts", "loss", "random_start", "early_stop", "n_target_classes", "n_queries", "p_init", "attacks", "check_steps"}
+_KNOWN = {"steps", "step_size", "restarts", "loss", "random_start", "early_stop", "n_target_classes", "n_queries", "p_init", "attacks", "check_steps", "alpha_max", "eta", "beta"}
 
 
 def robust_accuracy(
@@ -121,7 +127,9 @@ def robust_accuracy(
 
     ``attack_kwargs``: ``steps``, ``step_size``, ``restarts``, ``loss`` ("ce"/"cw"),
     ``random_start``, ``early_stop`` (pgd); ``steps``, ``restarts``, ``n_target_classes``
-    (apgd); ``n_queries``, ``p_init`` (square); ``attacks``, ``steps``, ``n_queries``
+    (apgd); ``steps``, ``restarts``, ``n_target_classes`` (capped at K - 1), ``alpha_max``,
+    ``eta``, ``beta`` (fab, fab-t: the full minimum-norm search, so ``mean_norm_fooled`` is the
+    mean smallest adversarial norm found within eps); ``n_queries``, ``p_init`` (square); ``attacks``, ``steps``, ``n_queries``
     (autoattack); ``check_steps=True`` reruns the attack at ``steps // 2`` on the first batch
     and warns if robust accuracy rises with more steps (always on for autoattack).
     """
@@ -133,8 +141,8 @@ def robust_accuracy(
         raise UserError(f"--batch-size: expected a positive integer, got {batch_size!r}")
     if "steps" in attack_kwargs or "restarts" in attack_kwargs:
         check_counts(attack_kwargs.get("steps", 1) if attack_kwargs.get("steps") is not None else 1, attack_kwargs.get("restarts", 1), min_steps=0)
-        if attack in ("apgd-ce", "apgd-t", "apgd-dlr", "autoattack") and attack_kwargs.get("steps") == 0:
-            raise UserError("--steps: APGD needs at least 1 step")
+        if attack in ("apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t", "autoattack") and attack_kwargs.get("steps") == 0:
+            raise UserError("--steps: APGD and FAB need at least 1 step")
     if attack != "autoattack" and "attacks" in attack_kwargs:
         raise UserError("attacks=...: only for attack='autoattack'")
     images, labels = _as_tensors(data)
