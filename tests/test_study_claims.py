@@ -38,8 +38,22 @@ def test_verdicts_follow_the_rules():
     assert v["stylised"]["verdict"] == "holds" and v["silhouettes"]["verdict"] == "holds"
     assert v["reversal"]["verdict"] == "holds"  # drops 0.5 and 0.45
     assert v["blur_gap"]["verdict"] == "holds"  # both drop; gap 0.15 -> 0.1
+    assert v["silhouettes"]["numbers"]["polarity used"].startswith("dark")
     v2 = _verdicts(_results(std_shape=0.5, adv_shape=0.55, adv_clean=1.0))
     assert v2["shape_bias"]["verdict"] == "does not hold" and v2["clean_tradeoff"]["verdict"] == "does not hold"
+
+
+def test_silhouettes_use_the_polarity_of_the_data_background():
+    res = _results()
+    res["transforms"]["models"]["std"]["silhouette_light"] = 0.7
+    res["transforms"]["models"]["adv"]["silhouette_light"] = 0.71
+    # a light background (or none recorded): the papers' black-on-white silhouettes decide
+    assert _verdicts(res)["silhouettes"]["verdict"] == "holds"
+    res["transforms"]["shape_background"] = {"mean_intensity": 0.02, "matched_polarity": "light"}
+    v = _verdicts(res)["silhouettes"]
+    assert v["verdict"] == "does not hold" and v["numbers"]["ADV - STD"] == 0.01
+    assert v["numbers"]["STD silhouette"] == 0.2 and v["numbers"]["ADV silhouette_light"] == 0.71
+    assert v["numbers"]["polarity used"].startswith("light")
 
 
 def test_missing_numbers_are_not_measured_and_never_have_a_verdict():

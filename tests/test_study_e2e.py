@@ -55,6 +55,12 @@ def test_tiny_study_writes_report_results_and_checkpoints(tiny_run):
     for m in ("std", "adv"):
         assert 0 <= rob[m]["robust_accuracy"] <= rob[m]["clean_accuracy"] <= 1
     assert set(results["results"]["saliency"]["methods"]) == set(SALIENCY_METHODS)
+    # silhouettes in both polarities; the procedural set's black background picks white-on-black
+    tr = results["results"]["transforms"]
+    assert {"silhouette", "silhouette_light", "edges", "edges_light"} <= set(tr["models"]["std"])
+    assert tr["shape_background"]["mean_intensity"] < 0.1 and tr["shape_background"]["matched_polarity"] == "light"
+    sil = next(c for c in results["claims"] if c["id"] == "silhouettes")
+    assert sil["numbers"]["polarity used"].startswith("light")
     # every claim has a verdict, and a verdict other than "not measured" always has numbers
     for c in results["claims"]:
         assert c["verdict"] in ("holds", "does not hold", "not measured")

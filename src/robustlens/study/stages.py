@@ -506,6 +506,13 @@ def stage_transforms(ctx: StageContext) -> dict:
     pool = data["train"].sample(512, seed=_seed(ctx, "transforms"))
     rows = ev.evaluate_probes(models, sub, probes, batch_size=p["batch_size"], device=_device(ctx),
                               style_pool=pool.images, pool_labels=pool.labels, seed=_seed(ctx, "transforms"))
+    background = None
+    if sub.masks is not None:
+        # the data's own background decides which silhouette polarity is "in distribution"
+        k = min(256, len(sub))
+        xs, ms = sub.float(slice(0, k)), sub.masks[:k]
+        bg = float(xs.mean(1)[~ms].mean()) if (~ms).any() else 1.0
+        background = {"mean_intensity": bg, "matched_polarity": "light" if bg < 0.5 else "dark"}
     out: dict[str, dict] = {}
     for name in models:
         mine = [r for r in rows if r["model"] == name]
@@ -532,7 +539,7 @@ def stage_transforms(ctx: StageContext) -> dict:
             "header": ["model"] + [str(v) for v in lv], "rows": [[n] + out[n][pname]["accuracy"] for n in models]}
     return {
         "n": len(sub), "blur_kernel": p["blur_kernel"], "median_kernel": p["median_kernel"], "models": out,
-        "skipped": skipped, "rows": rows,
+        "skipped": skipped, "rows": rows, "shape_background": background,
         "summary": f"Top-1 accuracy on {len(sub)} test images under each transformation (Gaussian blur kernel {p['blur_kernel']}, "
                    f"median kernel {p['median_kernel']} applied 0..{p['median_repeats']} times)."
                    + (f" Skipped: {', '.join(skipped)}." if skipped else ""),
