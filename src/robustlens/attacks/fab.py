@@ -44,6 +44,7 @@ and iteration); FAB-T needs one backward per iteration.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -78,6 +79,16 @@ def _dual_lengths(flat: Tensor, norm: str) -> Tensor:
     return flat.abs().amax(-1)
 
 
+def _argsort(key: Tensor, descending: bool = False) -> Tensor:
+    """Row-wise argsort; numpy's on CPU (about 4x faster than torch.sort there, measured on
+    (100, 3072) float32). Ties need no stable order: at tied breakpoints every order gives
+    the same reachable value (``|w_j| room_j == key_j * slope_j`` there)."""
+    if key.device.type == "cpu" and key.dtype in (torch.float32, torch.float64):
+        k = -key if descending else key
+        return torch.from_numpy(np.argsort(k.detach().numpy(), axis=1))
+    return key.argsort(1, descending=descending)
+
+
 def project_hyperplane_box(z: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor:
     """Minimal-``norm`` ``delta`` with ``<w, delta> = r`` and ``0 <= z + delta <= 1``.
 
@@ -103,7 +114,7 @@ def project_hyperplane_box(z: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor
     n, d = w.shape
     full = a * room  # <|w|, ...> gained by a saturated coordinate
     if norm == "l1":
-        order = a.argsort(1, descending=True)
+        order = _argsort(a, descending=True)
         a_s, room_s = a.gather(1, order), room.gather(1, order)
         gain = (a_s * room_s).cumsum(1)
         enough = gain >= need[:, None]
@@ -121,7 +132,8 @@ def project_hyperplane_box(z: Tensor, w: Tensor, r: Tensor, norm: str) -> Tensor
         key, slope = torch.where(a > 0, room, torch.zeros_like(room)), a
     else:
         key, slope = torch.where(a > 0, room / a.clamp_min(_TINY), torch.zeros_like(room)), a * a
-    key_s, order = key.sort(1)
+    order = _argsort(key)
+    key_s = key.gather(1, order)
     full_c = full.gather(1, order).cumsum(1)  # gain of the coordinates saturated at key_s[k]
     slope_rest = slope.sum(1, keepdim=True) - slope.gather(1, order).cumsum(1)  # slope of the others
     g = full_c + key_s * slope_rest  # reachable <|w|, delta> at scalar = key_s[k]
