@@ -36,7 +36,7 @@ def test_attack_cli_writes_json(ckpt, tmp_path, capsys, attack, extra):
     assert res["config"]["threat"] == {"norm": "linf", "eps": pytest.approx(8 / 255)}
     m = res["metrics"]
     assert 0 <= m["robust_accuracy"] <= m["clean_accuracy"] <= 1
-    assert set(m["per_attack"]) == ({"pgd"} if attack == "pgd" else {"apgd-ce", "apgd-t", "square"})
+    assert set(m["per_attack"]) == ({"pgd"} if attack == "pgd" else {"apgd-ce", "apgd-t", "fab-t", "square"})
     assert m["mean_norm"] <= 8 / 255 + 1e-6 and m["seconds"] >= 0
     assert "torch" in res["versions"] and res["config"]["n"] == 12
 
