@@ -56,6 +56,19 @@ def test_silhouettes_use_the_polarity_of_the_data_background():
     assert v["numbers"]["polarity used"].startswith("light")
 
 
+def test_robust_dataset_counts_every_declared_threat():
+    def res(extra_r, extra_o):
+        d = {"robust": {"clean_accuracy": 0.55, "robust_accuracy": 0.04,
+                        "extra_threats": [{"threat": "l2:0.5", "robust_accuracy": extra_r}]},
+             "original": {"clean_accuracy": 0.66, "robust_accuracy": 0.001,
+                          "extra_threats": [{"threat": "l2:0.5", "robust_accuracy": extra_o}]}}
+        return {"construct": {"datasets": d, "chance": 0.1}}
+    v = _verdicts(res(0.20, 0.05))["robust_dataset"]
+    assert v["verdict"] == "holds" and v["numbers"]["difference"] == 0.039
+    assert v["numbers"]["l2:0.5: D_R, original, difference"] == [0.2, 0.05, 0.15] and v["numbers"]["largest difference"] == 0.15
+    assert _verdicts(res(0.12, 0.05))["robust_dataset"]["verdict"] == "does not hold"
+
+
 def test_missing_numbers_are_not_measured_and_never_have_a_verdict():
     v = _verdicts({"robustness": {"status": "not_measured", "reason": "x"}})
     assert len(v) == len(CLAIMS)
