@@ -1228,7 +1228,8 @@ def stage_construct(ctx: StageContext) -> dict:
                     shutil.move(str(src / f), str(dst / f))
                 kept[kind] = f"datasets/{kind}"
     chance = 1.0 / max(1, train.num_classes)
-    figures = {"accuracy": _plot_construct(datasets, ctx.out / "construct_accuracy.png", threat, chance),
+    figures = {"accuracy": con.plot_fresh_models({_CONSTRUCT_NAMES[k].split(" (")[0]: d for k, d in datasets.items()},
+                                                 ctx.out / "construct_accuracy.png", threat, chance).name,
                "samples": _construct_samples(samples, x_orig[:8], ctx.out / "construct_samples.png")}
     extra_names = list(p.get("eval_threats", []))
     rows = [[_CONSTRUCT_NAMES[k], d["clean_accuracy"], d["robust_accuracy"],
@@ -1296,29 +1297,6 @@ def _predict(model, x):
 
     with torch.no_grad():
         return model(x).argmax(1).cpu()
-
-
-def _plot_construct(datasets: dict, path: Path, threat: dict, chance: float) -> str:
-    plt = _plt()
-    names = list(datasets)
-    eps_txt = f"{threat['eps'] * 255:.3g}/255" if threat["norm"] == "linf" else f"{threat['eps']:.3g}"
-    series = [("clean", [datasets[n]["clean_accuracy"] for n in names]),
-              (f"PGD {threat['norm']} {eps_txt}", [datasets[n]["robust_accuracy"] for n in names])]
-    for t in [e["threat"] for e in datasets[names[0]].get("extra_threats", [])] if names else []:
-        series.append((f"PGD {t.replace(':', ' ')}",
-                       [next((e["robust_accuracy"] for e in datasets[n].get("extra_threats", []) if e["threat"] == t), 0.0) for n in names]))
-    fig, ax = plt.subplots(figsize=(1.8 + (0.65 + 0.35 * len(series)) * len(names), 3.3))
-    w = 0.8 / len(series)
-    for j, (label, vals) in enumerate(series):
-        xs = [i + (j - (len(series) - 1) / 2) * w for i in range(len(names))]
-        ax.bar(xs, vals, w, label=label)
-        for xv, v in zip(xs, vals):
-            ax.text(xv, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
-    ax.axhline(chance, color="grey", ls="--", lw=1)
-    ax.set_xticks(range(len(names)), [_CONSTRUCT_NAMES[n].split(" (")[0] for n in names])
-    ax.set(ylim=(0, 1.08), ylabel="accuracy on the original test set", title="fresh models trained on each set")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
 
 
 def _construct_samples(samples: dict, originals, path: Path) -> str:

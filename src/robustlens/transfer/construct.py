@@ -388,3 +388,32 @@ def train_and_evaluate(
         "last_epoch": last,
         "model": model,
     }
+
+
+def plot_fresh_models(results: dict[str, dict], path: str | Path, threat: dict, chance: float) -> Path:
+    """Grouped bars: for each fresh model (``{label: {clean_accuracy, robust_accuracy,
+    extra_threats}}``), clean accuracy on the original test set, PGD accuracy at ``threat``
+    (``{norm, eps}``) and at each extra threat; a dashed line at ``chance``. Written atomically."""
+    from robustlens.plot import pyplot, save_figure
+
+    plt = pyplot()
+    names = list(results)
+    eps_txt = f"{threat['eps'] * 255:.3g}/255" if threat["norm"] == "linf" else f"{threat['eps']:.3g}"
+    series = [("clean", [results[n]["clean_accuracy"] for n in names]),
+              (f"PGD {threat['norm']} {eps_txt}", [results[n]["robust_accuracy"] for n in names])]
+    for t in [e["threat"] for e in results[names[0]].get("extra_threats", [])] if names else []:
+        series.append((f"PGD {t.replace(':', ' ')}",
+                       [next((e["robust_accuracy"] for e in results[n].get("extra_threats", []) if e["threat"] == t), 0.0) for n in names]))
+    fig, ax = plt.subplots(figsize=(1.8 + (0.65 + 0.35 * len(series)) * len(names), 3.3))
+    w = 0.8 / len(series)
+    for j, (label, vals) in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * w for i in range(len(names))]
+        ax.bar(xs, vals, w, label=label)
+        for xv, v in zip(xs, vals):
+            ax.text(xv, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
+    ax.axhline(chance, color="grey", ls="--", lw=1)
+    ax.set_xticks(range(len(names)), names)
+    ax.set(ylim=(0, 1.08), ylabel="accuracy on the original test set", title="fresh models trained on each set")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.models.checkpoint import save_checkpoint
     from robustlens.threat import make_threat, parse_eps, parse_threat_spec
     from robustlens.transfer._loops import robust_accuracy
-    from robustlens.transfer.construct import ConstructedSet, construct_dataset, train_and_evaluate
+    from robustlens.transfer.construct import ConstructedSet, construct_dataset, plot_fresh_models, train_and_evaluate
 
     device = resolve_device(args.device)
     if args.kind == "robust" and args.eps is not None:
@@ -117,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
                 f"on the original test set; saved to {path}"
             )
         print(f"source model: clean {100 * src['clean_accuracy']:.1f}%, PGD {100 * src['robust_accuracy']:.1f}%")
+        labels = {"trained_on_constructed": {"robust": "D_R", "det": "D_det", "rand": "D_rand"}[args.kind], "trained_on_original": "D (original)"}
+        fig = plot_fresh_models({labels[k]: {"clean_accuracy": result[k]["test_clean_accuracy"], "robust_accuracy": result[k]["test_robust_accuracy"],
+                                             "extra_threats": result[k]["extra_threats"]} for k in labels if k in result},
+                                Path(args.out) / "accuracy.png", {"norm": threat.norm, "eps": threat.eps}, 1.0 / train.num_classes)
+        result["figure"] = fig.name
     from robustlens.io import versions
 
     result["versions"] = versions()
