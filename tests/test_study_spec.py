@@ -160,6 +160,21 @@ def test_transfer_second_backbones_are_trained_stages_or_named_models():
     assert analysis_models(s) == ["std", "adv"] and "train_std2" not in st["robustness"].deps
 
 
+def test_helper_models_are_trained_only_when_a_stage_uses_them():
+    from robustlens.study.stages import build_stages
+
+    names = lambda text: {st.name for st in build_stages(parse_spec(text))}  # noqa: E731
+    judge = '[models.judge]\nseed = 1\n[stages.generation]\njudge = "judge"\n'
+    assert "train_judge" in names(judge)
+    off = names(judge + "enabled = false\n")
+    assert "train_judge" not in off and {"train_std", "train_adv", "robustness"} <= off
+    # the judge doubling as the second STD backbone is still trained for the transfer stage
+    both = names(judge + 'enabled = false\n[stages.transfer]\nenabled = true\nsecond_std = "judge"\n')
+    assert "train_judge" in both and "generation" not in both
+    # a model that is no helper is always trained (and analysed)
+    assert "train_extra" in names(judge + "enabled = false\n[models.extra]\nseed = 3\n")
+
+
 @pytest.mark.parametrize("text, fragment", [
     ('second_std = "nope"\n', "no model 'nope'"),
     ('second_std = "std"\n', "another model than models.std"),

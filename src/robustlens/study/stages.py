@@ -1348,14 +1348,21 @@ def build_stages(spec: Spec) -> list[StageDef]:
     threat = {"norm": spec.threat.norm, "eps": parse_eps(spec.threat.eps, name="threat.eps")}
     data_params = {"data": sd(spec.data), "seed": spec.seed}
     stages = [StageDef("data", stage_data, data_params, (), "data")]
+    st = spec.stages
+    # a helper model (the generation judge, a named second transfer backbone) is trained only
+    # when the stage that uses it runs
+    needed_helpers = ({st.generation.judge} if st.generation.enabled else set()) | (
+        set(transfer_second_models(spec).values()) if st.transfer.enabled else set())
+    unused = {st.generation.judge, st.transfer.second_std, st.transfer.second_adv} - {"", "std", "adv"} - needed_helpers
     for name, m in spec.models.items():
+        if name in unused:
+            continue
         ms = sd(m)
         params: dict[str, Any] = {"model": name, "spec": ms, "threat_norm": spec.threat.norm,
                                   "eps": parse_eps(m.eps, name="eps") if m.eps != "" else threat["eps"]}
         if m.checkpoint:
             params["checkpoint_sha256"] = file_sha256(m.checkpoint)
         stages.append(StageDef(f"train_{name}", stage_train, params, ("data",)))
-    st = spec.stages
     seconds = transfer_second_models(spec) if st.transfer.enabled else {}
     extra_train: list[StageDef] = []  # added just before transfer, so the main analysis comes first
     for kind, name in seconds.items():
