@@ -118,6 +118,8 @@ def test_construct_end_to_end_and_resume(tmp_path):
         with torch.no_grad():
             acc = (model.eval()(test.float()).argmax(1) == test.labels).float().mean().item()
         assert acc == pytest.approx(ev["test_clean_accuracy"], abs=1e-6) and meta["classes"] == list(test.classes)
+    c = res["construction"]
+    assert c["n"] == 12 and c["label_changed"] == 1.0 and 0 <= c["target_success"] <= 1 and c["mean_l2"] <= 0.5 + 1e-4
     assert res["figure"] == "accuracy.png" and (out / "accuracy.png").stat().st_size > 1000
     assert res["trained_on_original"]["train_agreement_with_original_labels"] == res["trained_on_original"]["train_accuracy_constructed_labels"]
     import numpy as np

@@ -1184,7 +1184,7 @@ def stage_construct(ctx: StageContext) -> dict:
                 kw.update(steps=p["steps"], step_size=p["step_size"], eps=p["eps"])
             ctx.log(f"constructing {_CONSTRUCT_NAMES[kind]} from {n} images")
             cset = con.construct_dataset(source, train, kind, out_dir=ctx.work / kind, **kw)
-            construction = _construction_stats(con, kind, source, cset, x_orig, device)
+            construction = con.construction_stats(kind, source, cset, x_orig, device=device)
         samples[kind] = cset.images[:8]
         cache = ctx.work / f"eval_{kind}.json"
         if cache.exists():
@@ -1264,39 +1264,6 @@ def stage_construct(ctx: StageContext) -> dict:
 
 
 _CONSTRUCT_NAMES = {"original": "D (original images)", "robust": "D_R (robust)", "det": "D_det (y+1)", "rand": "D_rand (random target)"}
-
-
-def _construction_stats(con: Any, kind: str, model, cset, x_orig, device) -> dict:
-    """How well the construction did: D_R's representation distance to the originals
-    (relative to the representation's norm); D_det / D_rand's targeted success and L2 size."""
-    import torch
-
-    out: dict[str, Any] = {"n": len(cset)}
-    bs = 256
-    if kind == "robust":
-        dist, norm = [], []
-        with torch.no_grad():
-            for s in range(0, len(cset), bs):
-                xr, xo = cset.images[s:s + bs].to(device), x_orig[s:s + bs].to(device)
-                dist.append(con.representation_distance(model, xr, xo).cpu())
-                norm.append(model.penultimate(xo).flatten(1).norm(dim=1).cpu())
-        d, g = torch.cat(dist), torch.cat(norm)
-        out["representation_distance"] = float(d.mean())
-        out["relative_representation_distance"] = float(d.mean() / g.mean().clamp_min(1e-12))
-        out["pixel_l2_to_original"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
-    else:
-        pred = torch.cat([_predict(model, cset.images[s:s + bs].to(device)) for s in range(0, len(cset), bs)])
-        out["target_success"] = float((pred == cset.labels).float().mean())
-        out["mean_l2"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
-    out["label_changed"] = float((cset.labels != cset.original_labels).float().mean())
-    return out
-
-
-def _predict(model, x):
-    import torch
-
-    with torch.no_grad():
-        return model(x).argmax(1).cpu()
 
 
 def _construct_samples(samples: dict, originals, path: Path) -> str:

@@ -297,6 +297,38 @@ def construct_dataset(
     return result
 
 
+def construction_stats(kind: str, model: nn.Module, cset: ConstructedSet, x_orig: Tensor, *, device: str | torch.device = "cpu",
+                       batch_size: int = 256) -> dict:
+    """How well a construction did. D_R (``model``: its ADV source): the mean representation
+    distance ||g(x_r) - g(x)||, also relative to the mean ||g(x)||, and the pixel L2 distance to
+    the originals ``x_orig``; D_det / D_rand (``model``: the STD source): the targeted success
+    (share of constructed images the source assigns to their target) and the mean L2 size of the
+    perturbation. ``label_changed``: share of labels that differ from the original ones."""
+    out: dict[str, Any] = {"n": len(cset)}
+    device = torch.device(device)
+    restore = _eval_mode(model)
+    try:
+        with torch.no_grad():
+            if kind == "robust":
+                dist, norm = [], []
+                for s in range(0, len(cset), batch_size):
+                    xr, xo = cset.images[s:s + batch_size].to(device), x_orig[s:s + batch_size].to(device)
+                    dist.append(representation_distance(model, xr, xo).cpu())
+                    norm.append(model.penultimate(xo).flatten(1).norm(dim=1).cpu())
+                d, g = torch.cat(dist), torch.cat(norm)
+                out["representation_distance"] = float(d.mean())
+                out["relative_representation_distance"] = float(d.mean() / g.mean().clamp_min(1e-12))
+                out["pixel_l2_to_original"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
+            else:
+                pred = torch.cat([model(cset.images[s:s + batch_size].to(device)).argmax(1).cpu() for s in range(0, len(cset), batch_size)])
+                out["target_success"] = float((pred == cset.labels).float().mean())
+                out["mean_l2"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
+    finally:
+        restore()
+    out["label_changed"] = float((cset.labels != cset.original_labels).float().mean())
+    return out
+
+
 def load_constructed(out_dir: str | Path) -> ConstructedSet:
     """Read a finished construction (``data.npz`` + ``construct.json``) from ``out_dir``."""
     out = Path(out_dir)

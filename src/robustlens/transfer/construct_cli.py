@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.models.checkpoint import save_checkpoint
     from robustlens.threat import make_threat, parse_eps, parse_threat_spec
     from robustlens.transfer._loops import robust_accuracy
-    from robustlens.transfer.construct import ConstructedSet, construct_dataset, plot_fresh_models, train_and_evaluate
+    from robustlens.transfer.construct import ConstructedSet, construct_dataset, construction_stats, plot_fresh_models, train_and_evaluate
 
     device = resolve_device(args.device)
     if args.kind == "robust" and args.eps is not None:
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         eps=args.eps, init=args.init, chunk_size=args.chunk_size, batch_size=args.batch_size, seed=args.seed, device=device,
     )
     result: dict = {"construct": ds.meta.get("config", ds.meta), "checkpoint": str(args.checkpoint), "data": args.data, "n": len(ds)}
-    if args.kind != "robust":
-        result["mean_l2_perturbation"] = float((ds.images - train.float(ds.source_index)).flatten(1).norm(dim=1).mean())
+    # D_R: representation distance to the originals; D_det / D_rand: targeted success, L2 size
+    result["construction"] = construction_stats(args.kind, model, ds, train.float(ds.source_index), device=device)
     if args.train_eval:
         test = load(args.data, split="test", size=args.size, **opts)
         if args.eval_n is not None:
