@@ -12,7 +12,8 @@ import sys
 
 from helpers_study import write_tiny_spec
 
-# Only what training needs: data, the three models (std, adv, judge) and one cheap probe.
+# Only what training needs: data, three models (std, adv and a third STD one) and one cheap probe.
+# (A generation judge would not be trained: the generation stage is disabled.)
 DISABLE = "".join(f"[stages.{s}]\nenabled = false\n" for s in
                   ("transforms", "bias", "neurons", "saliency", "featvis", "sanity", "localisation", "generation"))
 
@@ -28,7 +29,7 @@ def _spec(tmp_path):
     text = p.read_text().replace("[stages.transforms_unused]", "[stages.transforms]")
     # the tiny spec sets keys of the disabled stages; drop those tables and disable them
     keep = text.split("[stages.transforms]")[0]
-    p.write_text(keep + DISABLE + "[models.judge]\nepochs = 1\narch_options = { width = 4 }\n"
+    p.write_text(keep + DISABLE + "[models.extra]\nepochs = 1\narch_options = { width = 4 }\n"
                  "train_options = { check_size = 0 }\n")
     return p
 
@@ -42,9 +43,9 @@ def test_study_trains_under_torchrun_with_two_gloo_processes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / "runs" / "tiny"
     results = json.loads((run / "results.json").read_text())
-    for name in ("train_std", "train_adv", "train_judge", "robustness"):
+    for name in ("train_std", "train_adv", "train_extra", "robustness"):
         assert results["stages"][name]["status"] == "measured", name
-    for name in ("std", "adv", "judge"):
+    for name in ("std", "adv", "extra"):
         res = results["results"][f"train_{name}"]
         assert res["source"] == "trained"
         assert (run / "checkpoints" / f"{name}.safetensors").exists()
