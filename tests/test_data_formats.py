@@ -238,6 +238,17 @@ def test_archive_corrupt_member_is_named(tmp_path):
         load(tmp_path / "junk.tar.gz", cache=False)
 
 
+def test_test_split_falls_back_to_val(tmp_path):
+    # ImageNet / Imagenette layout: train + val; "test" asks for the held-out split
+    rows = write_image_folder(tmp_path / "inet", splits=["train", "val"], per_class=2)
+    val = load(tmp_path / "inet", split="test", cache=False)
+    assert val.name.endswith("/val") and len(val) == len(rows["val"])
+    assert np.array_equal(val.images[0].permute(1, 2, 0).numpy(), rows["val"][0][1])
+    # a real test split is never replaced
+    write_image_folder(tmp_path / "both", splits=["train", "val", "test"], per_class=1)
+    assert load(tmp_path / "both", split="test", cache=False).name.endswith("/test")
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(UserError, match="nowhere: no such file"):
         load(tmp_path / "nowhere")

@@ -851,7 +851,13 @@ def read_splits(
 
 
 def _alias(split: str, out: dict) -> str:
+    """The stored split a requested name refers to: ``valid`` / ``validation`` -> ``val``; a
+    source with a single split answers ``train`` / ``all`` with it; and ``test`` falls back to
+    ``val`` where a source has no test split (ImageNet, Imagenette: their ``val`` split is the
+    held-out evaluation set), the rule the study's data stage uses too."""
     s = SPLIT_NAMES.get(split.lower(), split)
     if s not in out and split in ("all", "train") and len(out) == 1:
         return next(iter(out))
+    if s == "test" and s not in out and "val" in out:
+        return "val"
     return s
