@@ -1171,8 +1171,7 @@ def stage_construct(ctx: StageContext) -> dict:
     x_orig = train.float(chosen)
     for kind in kinds:
         if kind == "original":
-            cset = con.ConstructedSet(x_orig, train.labels[chosen].clone(), list(train.classes), "original",
-                                      chosen.clone(), train.labels[chosen].clone())
+            cset = con.ConstructedSet.originals(train, chosen)
             construction: dict[str, Any] = {}
         else:
             source = adv if kind == "robust" else std

@@ -140,6 +140,14 @@ class ConstructedSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @classmethod
+    def originals(cls, train_set: Any, index: Tensor) -> "ConstructedSet":
+        """The unmodified training images at ``index`` with their own labels (Ilyas et al.'s D):
+        the baseline a construction from the same images is compared with."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        labels = train_set.labels[index].clone()
+        return cls(train_set.float(index), labels, list(train_set.classes), "original", index.clone(), labels.clone())
+
     def to_imageset(self):
         """An :class:`~robustlens.data.ImageSet` (uint8 after rounding; see the module note)."""
         from robustlens.data.base import ImageSet

@@ -99,9 +99,7 @@ def run(args: argparse.Namespace) -> int:
         result["source_model"] = {"test_clean_accuracy": src["clean_accuracy"], "test_robust_accuracy": src["robust_accuracy"]}
         runs = [("trained_on_constructed", ds, "trained.safetensors")]
         if args.baseline:
-            orig = ConstructedSet(train.float(ds.source_index), ds.original_labels.clone(), list(train.classes), "original",
-                                  ds.source_index.clone(), ds.original_labels.clone())
-            runs.append(("trained_on_original", orig, "baseline.safetensors"))
+            runs.append(("trained_on_original", ConstructedSet.originals(train, ds.source_index), "baseline.safetensors"))
         for key, data, fname in runs:
             ev = train_and_evaluate(data, test, arch=arch, model_kwargs=kwargs, epochs=args.epochs, lr=args.lr, augment=args.augment,
                                     threat_norm=args.eval_norm, threat_eps=threat.eps, attack_steps=args.eval_steps, extra_threats=extra,
