@@ -1167,6 +1167,7 @@ def stage_construct(ctx: StageContext) -> dict:
     datasets: dict[str, dict] = {}
     samples: dict[str, Any] = {}
     from robustlens.data.base import sample_indices
+
     chosen = sample_indices(len(train), n, seed, sort=True)  # the images construct_dataset uses
     x_orig = train.float(chosen)
     for kind in kinds:
