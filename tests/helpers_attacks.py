@@ -49,6 +49,17 @@ class TinyNet(nn.Module):
         return self.fc(self.body((x - 0.5) / 0.25).flatten(1))
 
 
+class BNNet(TinyNet):
+    """TinyNet behind a BatchNorm: the mode tests set a mixed train / eval state on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return super().forward(self.bn(x))
+
+
 def _train(adversarial: bool, epochs: int = 6) -> TinyNet:
     torch.manual_seed(0)
     x, y = make_data(512, seed=1)

@@ -8,10 +8,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_attacks import TinyNet, one_thread, tiny_model  # noqa: F401 (fixture)
+from helpers_attacks import BNNet, TinyNet, one_thread, tiny_model  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from robustlens.attacks import apgd, apgd_ce, apgd_t, autoattack, fgsm, pgd, robust_accuracy, square
 from robustlens.attacks import checks, losses
@@ -221,18 +220,9 @@ def test_targeted_pgd_reaches_targets_on_std_model():
 # ---------------------------------------------------------------- contracts
 
 
-class _BNNet(TinyNet):
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(3)
-
-    def forward(self, x):
-        return super().forward(self.bn(x))
-
-
 def test_modes_and_parameter_gradients_untouched():
     torch.manual_seed(0)
-    m = _BNNet()
+    m = BNNet()
     m.train()
     m.bn.eval()  # a mixed state must come back exactly
     x, y = torch.rand(4, 3, 12, 12), torch.arange(4)

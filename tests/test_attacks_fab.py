@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_attacks import TinyNet, adv_model, eval_data, one_thread, tiny_model  # noqa: F401 (fixture)
+from helpers_attacks import BNNet, adv_model, eval_data, one_thread, tiny_model  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -256,18 +256,9 @@ def test_random_restarts_are_keyed_to_rows():
 # ---------------------------------------------------------------- contracts and bad input
 
 
-class _BNNet(TinyNet):
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(3)
-
-    def forward(self, x):
-        return super().forward(self.bn(x))
-
-
 def test_fab_leaves_modes_and_parameter_gradients_alone():
     torch.manual_seed(0)
-    m = _BNNet()
+    m = BNNet()
     m.train()
     m.bn.eval()
     x, y = torch.rand(4, 3, 12, 12), torch.arange(4)
