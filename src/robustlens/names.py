@@ -1,0 +1,30 @@
+"""The names of every family's members, in one torch-free module.
+
+The spec checker (:mod:`robustlens.study.spec`) and the command line validate names against
+these tuples without importing torch; each family's :class:`~robustlens.registry.Registry`
+registers exactly these names (``tests/test_registry.py`` checks both directions). A new
+member is added here and registered in its family's module.
+"""
+
+from __future__ import annotations
+
+# robustlens.attacks.ATTACKS
+ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack")
+# members of the AutoAttack-style ensemble (robustlens.attacks.autoattack)
+ENSEMBLE_MEMBERS: tuple[str, ...] = ("apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t", "square")
+
+# robustlens.train: training modes
+TRAIN_MODES: tuple[str, ...] = ("std", "fgsm", "fgsm-rs", "pgd", "trades")
+
+# robustlens.explain.saliency.METHODS
+SALIENCY_METHODS: tuple[str, ...] = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam")
+
+# robustlens.probes.transforms.PROBES
+PROBES: tuple[str, ...] = ("blur", "median", "invert", "greyscale", "lowpass", "highpass", "silhouette", "edges", "stylize")
+
+# robustlens.data.formats.READERS
+FORMATS: tuple[str, ...] = ("folder", "archive", "cifar", "idx", "svhn", "stl10", "tinyimagenet")
+
+# the study's opt-in stages
+TRANSFER_VARIANTS: tuple[str, ...] = ("std", "adv", "std+std", "adv+adv", "std+adv")
+CONSTRUCT_KINDS: tuple[str, ...] = ("robust", "det", "rand")
