@@ -213,12 +213,12 @@ def test_tar_index_matches_tarfile(tmp_path, fmt):
 
 
 def test_archive_streaming_fallback_equals_fast_path(tmp_path, monkeypatch):
-    from robustlens.data import formats
+    from robustlens.data.readers import archive
 
     write_image_folder(tmp_path / "s", splits=["train", "test"])
     arc = tar_folder(tmp_path / "s", tmp_path / "s.tar.gz")
     fast = load_splits(arc, cache=False, num_workers=2)
-    monkeypatch.setattr(formats, "FAST_TAR_LIMIT", 0)
+    monkeypatch.setattr(archive, "FAST_TAR_LIMIT", 0)
     slow = load_splits(arc, cache=False, num_workers=2)
     for split in fast:
         assert torch.equal(fast[split].images, slow[split].images)

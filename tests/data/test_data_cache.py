@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from helpers_data import tar_folder, write_image_folder
-from robustlens.data import formats, load_splits
+from robustlens.data import load_splits
 from robustlens.data.cache import cache_root, entry_dir
 
 
@@ -23,14 +24,16 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def counting(monkeypatch, name):
+    """Count the reads of format ``name``: each of its reads decodes through ``decode_many`` once."""
+    module = importlib.import_module(f"robustlens.data.readers.{name}")
     calls = []
-    real = formats.READERS[name]
+    real = module.decode_many
 
     def wrapped(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setitem(formats.READERS, name, wrapped)
+    monkeypatch.setattr(module, "decode_many", wrapped)
     return calls
 
 

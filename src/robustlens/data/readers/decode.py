@@ -1,0 +1,162 @@
+"""Decoding image files (paths or bytes) with PIL, in parallel worker processes.
+
+Every reader of image files (folder, archive, Tiny ImageNet) and the streaming
+:class:`~robustlens.data.loader.FileLoader` decode through :func:`decode_image`, so the same
+file gives the same pixels everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from robustlens.errors import UserError
+
+
+def decode_image(source: Path | bytes, size: int | None, channels: int = 3, resample: str = "bilinear",
+                 name: str | None = None) -> np.ndarray:
+    """Decode one image file (path or its bytes) to uint8 (H, W, C), resized to ``size``.
+
+    Raises :class:`UserError` naming the file when it cannot be decoded.
+    """
+    from PIL import Image
+
+    label = name or (os.fspath(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            mode = "L" if channels == 1 else "RGB"
+            if im.mode != mode:
+                im = im.convert(mode)
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), _pil_resample(resample))
+            arr = np.asarray(im, dtype=np.uint8)
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise UserError(f"{label}: cannot decode image ({type(e).__name__}: {e})") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _pil_resample(resample: str):
+    from PIL import Image
+
+    return {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+            "nearest": Image.Resampling.NEAREST}[resample]
+
+
+def _decode_chunk(args) -> tuple[str, object]:
+    """Worker: decode a list of (name, path-or-bytes); ('ok', array) or ('error', message)."""
+    items, size, channels, resample = args
+    out = []
+    try:
+        for name, src in items:
+            if isinstance(src, tuple):  # (start, end) in the archive buffer inherited through fork
+                src = bytes(_SHARED[0][src[0] : src[1]])
+            out.append(decode_image(src if isinstance(src, bytes) else Path(src), size, channels, resample, name))
+    except UserError as e:
+        return "error", str(e)
+    shapes = {a.shape for a in out}
+    if len(shapes) > 1:
+        return "sizes", [(n, a.shape) for (n, _), a in zip(items, out)]
+    return "ok", np.stack(out) if out else None
+
+
+_SHARED: list = [b""]  # the decompressed archive, readable by forked decoding workers
+
+
+def _mp_context():
+    # fork: workers start instantly and only use PIL/numpy (no torch, no threads).
+    if sys.platform.startswith("linux"):
+        return mp.get_context("fork")
+    return mp.get_context()
+
+
+def decode_many(
+    items: Iterable[tuple[str, Path | bytes | str]],
+    size: int | None,
+    channels: int = 3,
+    resample: str = "bilinear",
+    num_workers: int | None = None,
+    desc: str = "decoding",
+    total: int | None = None,
+) -> torch.Tensor:
+    """Decode many images with ``num_workers`` processes -> uint8 (N, C, H, W), in input order.
+
+    ``items`` may be a generator (e.g. members streamed out of an archive): chunks are handed
+    to the workers as soon as they are read, so reading and decoding overlap.
+    """
+    from concurrent.futures import Future
+
+    from tqdm import tqdm
+
+    workers = max(1, min(num_workers or os.cpu_count() or 1, 32))
+    if total is None and isinstance(items, Sequence):
+        total = len(items)
+    per = 512 if total is None else max(16, min(1024, total // (workers * 8) + 1))
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not sys.stderr.isatty(), leave=False)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) if workers > 1 else None
+    jobs: list[tuple[list, Future | tuple]] = []
+
+    def submit(chunk: list) -> None:
+        args = (chunk, size, channels, resample)
+        jobs.append((chunk, pool.submit(_decode_chunk, args) if pool is not None else _decode_chunk(args)))
+
+    results = []
+    try:
+        chunk: list = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == per:
+                submit(chunk)
+                chunk = []
+        if chunk:
+            submit(chunk)
+        for chunk, job in jobs:
+            status, value = job.result() if pool is not None else job
+            if status == "error":
+                raise UserError(str(value))
+            if status == "sizes":
+                _different_sizes(value)
+            results.append((chunk[0][0], value))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    shapes = {r.shape[1:] for _, r in results}
+    if len(shapes) > 1:
+        firsts: dict = {}
+        for name, r in results:
+            firsts.setdefault(r.shape[1:], name)
+        _different_sizes([(n, s) for s, n in firsts.items()])
+    if not results:
+        return torch.zeros((0, channels, size or 1, size or 1), dtype=torch.uint8)
+    arr = np.concatenate([r for _, r in results])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def _different_sizes(named_shapes) -> None:
+    seen: dict = {}
+    for name, shape in named_shapes:
+        seen.setdefault(tuple(shape[:2]), name)
+    (s1, n1), (s2, n2) = list(seen.items())[:2]
+    raise UserError(
+        f"images have different sizes ({n1} is {s1[1]}x{s1[0]}, {n2} is {s2[1]}x{s2[0]}); pass size=N to resize them"
+    )
+
+
+def decode_image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as e:
+        raise UserError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
