@@ -19,6 +19,7 @@ so state-dict keys match torchvision's, and live in the checkpoint's JSON sideca
 from __future__ import annotations
 
 import abc
+import math
 from typing import Sequence
 
 import torch
@@ -34,8 +35,13 @@ CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 
 def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
     """Validate per-channel statistics as plain floats (works under a ``meta`` device context)."""
-    mean = [float(v) for v in torch.as_tensor(mean, device="cpu").flatten().tolist()]
-    std = [float(v) for v in torch.as_tensor(std, device="cpu").flatten().tolist()]
+    try:
+        mean = [float(v) for v in torch.as_tensor(mean, device="cpu").flatten().tolist()]
+        std = [float(v) for v in torch.as_tensor(std, device="cpu").flatten().tolist()]
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(f"normalisation: mean and std must be lists of numbers, got {mean!r} and {std!r}") from None
+    if not all(math.isfinite(v) for v in mean + std):
+        raise UserError(f"normalisation: mean and std must be finite, got {mean} and {std}")
     if len(mean) != len(std) or not mean:
         raise UserError(f"normalisation: mean and std need the same non-zero length, got {mean} and {std}")
     if any(not (v > 0) for v in std):

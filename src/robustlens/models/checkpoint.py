@@ -195,6 +195,34 @@ def _missing_sidecar_message(weights: Path, sidecar: Path) -> str:
     )
 
 
+def _build_from_sidecar(sidecar: Path, sc: dict, kwargs: dict, norm: dict) -> ImageClassifier:
+    """``create(arch, num_classes, **model_kwargs)`` with the recorded normalisation; a sidecar
+    whose fields do not build a model (``width = -5``, a mean of strings) is a one-line error."""
+    num_classes = sc["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"{sidecar}: \"num_classes\" must be a positive integer, got {num_classes!r}")
+    try:
+        model = create(sc["arch"], num_classes, **kwargs)
+        model.normalize.set(norm["mean"], norm["std"])
+    except UserError as e:
+        raise UserError(f"{sidecar}: {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:  # a family's own constructor refusing the values
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{sidecar}: \"model_kwargs\" {json.dumps(kwargs)} do not build a {sc['arch']} ({first[:160]})") from None
+    return model
+
+
+def _check_same_save(weights: Path, sidecar: Path, header: dict, sc: dict) -> None:
+    """The weights and the sidecar carry the same random id: two files from different saves
+    (or a sidecar whose id was removed) are never paired."""
+    wid, sid = header.get("id"), sc.get("id")
+    if not wid or not sid:
+        which = f"{sidecar.name} has no \"id\"" if not sid else f"{weights.name} carries no id in its header"
+        raise UserError(f"{weights}: cannot tell whether the weights and {sidecar.name} come from one save ({which}); save the checkpoint again")
+    if wid != sid:
+        raise UserError(f"{weights}: the weights and {sidecar.name} come from different saves (an interrupted or mixed-up save); save the checkpoint again")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ImageClassifier, dict]:
     """Rebuild a model saved by :func:`save_checkpoint`; returns ``(model, sidecar)``.
 
@@ -236,22 +264,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     kwargs = sc.get("model_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise UserError(f"{sidecar}: \"model_kwargs\" must be an object, got {type(kwargs).__name__}")
-    try:
-        model = create(sc["arch"], sc["num_classes"], **kwargs)
-        model.normalize.set(norm["mean"], norm["std"])
-    except UserError as e:
-        raise UserError(f"{sidecar}: {e}") from None
+    model = _build_from_sidecar(sidecar, sc, kwargs, norm)
+    classes = sc.get("classes")
+    if classes is not None:
+        try:
+            classes = _check_classes(classes, model.num_classes)
+        except UserError as e:
+            raise UserError(f"{sidecar}: {e}") from None
 
     tensors, header = _read_safetensors(weights)
     _fill_num_batches_tracked(model, tensors)
     _check_fits(model, tensors, str(weights))
-    if header.get("id") and sc.get("id") and header["id"] != sc["id"]:
-        raise UserError(f"{weights}: the weights and {sidecar.name} come from different saves (an interrupted or mixed-up save); save the checkpoint again")
+    _check_same_save(weights, sidecar, header, sc)
     model.load_state_dict(tensors, strict=True)
     dtype = getattr(torch, str(sc.get("dtype", "float32")), None)
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype != torch.float32:
         model.to(dtype)
-    model.classes = sc.get("classes")
+    model.classes = classes
     return model.to(torch.device(device)).eval(), sc
 
 
@@ -268,6 +297,45 @@ def _is_safetensors(path: Path) -> bool:
     return 0 < n <= path.stat().st_size - 8
 
 
+# Globals a plain state dict pickles (tensors, storages, OrderedDict); anything else is code.
+_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "numpy.core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray")
+
+
+def _pickle_globals(path: Path, limit: int = 8) -> list[str]:
+    """The ``module.name`` globals a pickle (or a torch zip's ``data.pkl``) references, read with
+    :mod:`pickletools` (which parses opcodes and executes nothing); [] if it cannot be parsed."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("data.pkl")]
+                streams = [io.BytesIO(z.read(names[0]))] if names else []
+        else:
+            streams = [io.BytesIO(path.read_bytes())]
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+    for stream in streams:
+        for _ in range(limit):  # a legacy torch file is several pickles in a row
+            strings: list[str] = []
+            try:
+                for op, arg, _pos in pickletools.genops(stream):
+                    if op.name == "GLOBAL":
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+            except Exception:  # noqa: BLE001 - a malformed pickle: report what was found so far
+                break
+            if stream.tell() >= len(stream.getbuffer()):
+                break
+    return found
+
+
 def _torch_load_safely(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -280,6 +348,13 @@ def _torch_load_safely(path: Path) -> Any:
                 f"{path}: refused: loading this file would execute pickled code{what}. robustlens only loads weights with "
                 "torch.load(weights_only=True); if you trust the file, re-save just its state dict "
                 "(torch.save(ckpt['state_dict'], 'clean.pt')) in a trusted session and import that"
+            ) from None
+        foreign = [g for g in _pickle_globals(path) if not g.startswith(_SAFE_GLOBAL_PREFIXES)]
+        if foreign:
+            raise UserError(
+                f"{path}: refused: loading this file would execute pickled code (it references {', '.join(foreign[:3])}). "
+                "robustlens only loads weights with torch.load(weights_only=True); if you trust the file, re-save just its "
+                "state dict in a trusted session and import that"
             ) from None
         raise UserError(f"{path}: not a readable PyTorch weights file (the pickle is malformed)") from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError, IndexError, KeyError) as e:
