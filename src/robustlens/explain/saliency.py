@@ -50,8 +50,10 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from robustlens.errors import UserError
+from robustlens.names import SALIENCY_METHODS
+from robustlens.registry import Registry
 
-METHODS: tuple[str, ...] = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam")
+METHODS: tuple[str, ...] = SALIENCY_METHODS  # the names of SALIENCY, registered below in this order
 IG_METHODS: tuple[str, ...] = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 Target = int | Sequence[int] | Tensor
@@ -491,7 +493,7 @@ def smoothgrad(
     n = x.shape[0]
     flat = x.flatten(1)
     sigma = (noise_level * (flat.max(1).values - flat.min(1).values)).view(-1, *([1] * (x.dim() - 1)))
-    fn = _DISPATCH[base]
+    fn = SALIENCY.get(base)
     total = torch.zeros_like(x)
     cache: dict[int, Tensor] = {}
 
@@ -519,15 +521,15 @@ def smoothgrad(
     return total / n_samples
 
 
-_DISPATCH: dict[str, Callable[..., Any]] = {
-    "vanilla": vanilla_gradient,
-    "loss": loss_gradient,
-    "guided": guided_backprop,
-    "smoothgrad": smoothgrad,
-    "ig": integrated_gradients,
-    "ig_path_average": ig_path_average,
-    "gradcam": grad_cam,
-}
+# name -> the method's function, one signature: f(model, images, target, internal_batch_size=..., **opts)
+SALIENCY: Registry[Callable[..., Any]] = Registry("saliency method", key="method")
+SALIENCY.add("vanilla", vanilla_gradient, "gradient of the target logit (Simonyan et al. 2014)")
+SALIENCY.add("loss", loss_gradient, "gradient of the cross-entropy loss (Tsipras et al. 2019)")
+SALIENCY.add("guided", guided_backprop, "guided backpropagation (Springenberg et al. 2015)")
+SALIENCY.add("smoothgrad", smoothgrad, "SmoothGrad over any base method (Smilkov et al. 2017)")
+SALIENCY.add("ig", integrated_gradients, "integrated gradients (Sundararajan et al. 2017)")
+SALIENCY.add("ig_path_average", ig_path_average, "the path-averaged gradient, not multiplied by (x - x')")
+SALIENCY.add("gradcam", grad_cam, "Grad-CAM at a named layer (Selvaraju et al. 2017)")
 
 
 def saliency(
@@ -545,15 +547,12 @@ def saliency(
     :func:`grad_cam`: layer). ``return_delta`` is not accepted here (use
     :func:`integrated_gradients`), so the result is always one tensor.
     """
-    if method not in _DISPATCH:
-        close = difflib.get_close_matches(str(method), METHODS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"method: unknown saliency method {method!r}{hint}; expected one of {', '.join(METHODS)}")
+    fn = SALIENCY.get(method)  # an unknown name: the close-match error
     if opts.get("return_delta"):
         raise UserError("return_delta: call integrated_gradients(...) directly to get the convergence delta")
     opts.pop("return_delta", None)
     try:
-        return _DISPATCH[method](model, images, target, internal_batch_size=internal_batch_size, **opts)
+        return fn(model, images, target, internal_batch_size=internal_batch_size, **opts)
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
             raise UserError(f"{method}: {e}") from None
@@ -563,6 +562,7 @@ def saliency(
 __all__ = [
     "IG_METHODS",
     "METHODS",
+    "SALIENCY",
     "GuidedReLUMode",
     "capture",
     "check_images",

@@ -11,21 +11,30 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from robustlens.errors import UserError
 from robustlens.models.base import ImageClassifier
-
-_REGISTRY: dict[str, Callable[..., ImageClassifier]] = {}
-_INFO: dict[str, str] = {}
+from robustlens.registry import Registry
 
 
-def register(name: str, info: str = "") -> Callable:
+@dataclass(frozen=True)
+class Arch:
+    """A registered architecture: ``factory(num_classes, **kwargs)`` and its canonical class count."""
+
+    factory: Callable[..., ImageClassifier]
+    num_classes: int = 10  # 1000 for ImageNet stems, 10 for CIFAR models
+
+
+ARCHS: Registry[Arch] = Registry("architecture", key="--arch")
+
+
+def register(name: str, info: str = "", *, num_classes: int = 10) -> Callable:
     """Decorator: register a factory ``f(num_classes, **kwargs) -> ImageClassifier``."""
 
     def deco(factory: Callable[..., ImageClassifier]) -> Callable[..., ImageClassifier]:
-        _REGISTRY[name] = factory
-        _INFO[name] = info or (factory.__doc__ or "").strip().split("\n")[0]
+        ARCHS.add(name, Arch(factory, num_classes), info or (factory.__doc__ or "").strip().split("\n")[0])
         return factory
 
     return deco
@@ -33,17 +42,22 @@ def register(name: str, info: str = "") -> Callable:
 
 def available() -> dict[str, str]:
     """Registered architecture names with a one-line description."""
-    return dict(sorted(_INFO.items()))
+    return dict(sorted(ARCHS.info().items()))
+
+
+def _arch(name: str) -> Arch:
+    """The architecture ``name``; an unknown name is the ``--arch`` error with a close match."""
+    if name not in ARCHS:
+        # the zoo's own wording (sorted, "available"), which `robustlens train --arch` prints
+        close = difflib.get_close_matches(name, ARCHS.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"--arch: unknown architecture {name!r}{hint}; available: {', '.join(sorted(ARCHS))}")
+    return ARCHS.get(name)
 
 
 def default_num_classes(name: str) -> int:
     """The family's canonical number of classes (1000 for ImageNet stems, 10 for CIFAR models)."""
-    import inspect
-
-    if name not in _REGISTRY:
-        raise UserError(f"--arch: unknown architecture {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    default = inspect.signature(_REGISTRY[name]).parameters["num_classes"].default
-    return int(default) if isinstance(default, int) else 10
+    return _arch(name).num_classes
 
 
 def _plain(value: Any) -> Any:
@@ -61,14 +75,11 @@ def create(name: str, num_classes: int = 10, **kwargs: Any) -> ImageClassifier:
     The returned model has ``model.arch == name`` and ``model.config == {"num_classes": ...,
     **kwargs}`` (the exact recipe :func:`robustlens.models.checkpoint.load_checkpoint` uses).
     """
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"--arch: unknown architecture {name!r}{hint}; available: {', '.join(sorted(_REGISTRY))}")
+    arch = _arch(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes: expected a positive integer, got {num_classes!r}")
     try:
-        model = _REGISTRY[name](num_classes=num_classes, **kwargs)
+        model = arch.factory(num_classes=num_classes, **kwargs)
     except TypeError as e:
         m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if m is None:
@@ -96,35 +107,35 @@ def _preact_resnet18(num_classes: int = 10, **kw: Any) -> ImageClassifier:
     return PreActResNet(num_classes=num_classes, num_blocks=(2, 2, 2, 2), **kw)
 
 
-@register("resnet18", "ResNet-18, ImageNet stem, torchvision keys (weights load); ImageNet norm")
+@register("resnet18", "ResNet-18, ImageNet stem, torchvision keys (weights load); ImageNet norm", num_classes=1000)
 def _resnet18(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
     from robustlens.models.resnet import resnet18
 
     return resnet18(num_classes=num_classes, **kw)
 
 
-@register("resnet50", "ResNet-50 (v1.5 bottleneck), ImageNet stem, torchvision keys; ImageNet norm")
+@register("resnet50", "ResNet-50 (v1.5 bottleneck), ImageNet stem, torchvision keys; ImageNet norm", num_classes=1000)
 def _resnet50(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
     from robustlens.models.resnet import resnet50
 
     return resnet50(num_classes=num_classes, **kw)
 
 
-@register("resnet101", "ResNet-101 (v1.5 bottleneck), ImageNet stem, torchvision keys; ImageNet norm")
+@register("resnet101", "ResNet-101 (v1.5 bottleneck), ImageNet stem, torchvision keys; ImageNet norm", num_classes=1000)
 def _resnet101(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
     from robustlens.models.resnet import resnet101
 
     return resnet101(num_classes=num_classes, **kw)
 
 
-@register("alexnet", "AlexNet (one-weird-trick variant), exactly torchvision's keys; ImageNet norm")
+@register("alexnet", "AlexNet (one-weird-trick variant), exactly torchvision's keys; ImageNet norm", num_classes=1000)
 def _alexnet(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
     from robustlens.models.alexnet import AlexNet
 
     return AlexNet(num_classes=num_classes, batch_norm=False, **kw)
 
 
-@register("alexnet_bn", "AlexNet + BN after each conv (Itazuri et al.); torchvision keys + features.bnN.*")
+@register("alexnet_bn", "AlexNet + BN after each conv (Itazuri et al.); torchvision keys + features.bnN.*", num_classes=1000)
 def _alexnet_bn(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
     from robustlens.models.alexnet import AlexNet
 

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustlens.errors import UserError
+from robustlens.registry import Registry
 
 BORDER_MODES = ("nearest", "reflect", "mirror")
 
@@ -488,31 +489,31 @@ def _stylize(x, level, ctx, method="fourier", alpha=1.0):
     return stylize(x, ctx.style_pool, ctx.generator, ctx.labels, ctx.pool_labels, method, ctx.adain, alpha)
 
 
-PROBES: dict[str, Probe] = {
-    p.name: p
-    for p in [
-        Probe("blur", _blur, (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), "sigma", {"kernel_size": 7, "backend": "auto"},
-              "Gaussian blur, sigma grid at a fixed kernel size"),
-        Probe("median", _median, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10), "repeats", {"kernel_size": 3, "mode": "nearest"},
-              "median filter applied 0..N times", iterative=True),
-        Probe("invert", lambda x, level, ctx: invert(x), description="colour reversal 1 - x"),
-        Probe("greyscale", lambda x, level, ctx: greyscale(x), description="BT.601 luma on every channel"),
-        Probe("lowpass", _lowpass, (1.5, 1.0, 0.5, 0.25, 0.125), "radius", {"mask": "ideal"},
-              "Fourier low-pass, radius in units of Nyquist"),
-        Probe("highpass", _highpass, (0.0, 0.125, 0.25, 0.5, 1.0), "radius", {"mask": "ideal"},
-              "Fourier high-pass (DC kept), radius in units of Nyquist"),
-        Probe("silhouette", lambda x, level, ctx, polarity="dark": silhouette(x, ctx.masks, polarity), params={"polarity": "dark"},
-              description="filled mask, black on white (polarity 'light': white on black)"),
-        Probe("edges", lambda x, level, ctx, polarity="dark": edges(x, ctx.masks, polarity), params={"polarity": "dark"},
-              description="mask outline (or Sobel), black on white (polarity 'light': white on black)"),
-        Probe("stylize", _stylize, params={"method": "fourier", "alpha": 1.0},
-              description="texture replaced: Fourier amplitude (or AdaIN) of a pool image"),
-    ]
-}
+PROBES: Registry[Probe] = Registry("probe", key="--probes")
+for _probe in [
+    Probe("blur", _blur, (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), "sigma", {"kernel_size": 7, "backend": "auto"},
+          "Gaussian blur, sigma grid at a fixed kernel size"),
+    Probe("median", _median, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10), "repeats", {"kernel_size": 3, "mode": "nearest"},
+          "median filter applied 0..N times", iterative=True),
+    Probe("invert", lambda x, level, ctx: invert(x), description="colour reversal 1 - x"),
+    Probe("greyscale", lambda x, level, ctx: greyscale(x), description="BT.601 luma on every channel"),
+    Probe("lowpass", _lowpass, (1.5, 1.0, 0.5, 0.25, 0.125), "radius", {"mask": "ideal"},
+          "Fourier low-pass, radius in units of Nyquist"),
+    Probe("highpass", _highpass, (0.0, 0.125, 0.25, 0.5, 1.0), "radius", {"mask": "ideal"},
+          "Fourier high-pass (DC kept), radius in units of Nyquist"),
+    Probe("silhouette", lambda x, level, ctx, polarity="dark": silhouette(x, ctx.masks, polarity), params={"polarity": "dark"},
+          description="filled mask, black on white (polarity 'light': white on black)"),
+    Probe("edges", lambda x, level, ctx, polarity="dark": edges(x, ctx.masks, polarity), params={"polarity": "dark"},
+          description="mask outline (or Sobel), black on white (polarity 'light': white on black)"),
+    Probe("stylize", _stylize, params={"method": "fourier", "alpha": 1.0},
+          description="texture replaced: Fourier amplitude (or AdaIN) of a pool image"),
+]:
+    PROBES.add(_probe.name, _probe, _probe.description)
+del _probe
 
 
 def get_probe(name: str) -> Probe:
     """The registered probe ``name``; an unknown name is a :class:`UserError` listing the valid ones."""
     if name not in PROBES:
         raise UserError(f"unknown probe {name!r}; valid probes: {', '.join(PROBES)}")
-    return PROBES[name]
+    return PROBES.get(name)

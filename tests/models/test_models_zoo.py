@@ -13,14 +13,6 @@ from robustlens.models import available, create
 from robustlens.models.zoo import default_num_classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs: one intra-op thread is much faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # name -> (create kwargs that keep the test cheap, input size). wrn28_10 runs its forward
 # checks at depth 10 / width 1 (same code path as 28-10, whose layout is checked below);
 # ResNet-50/101 run at 16x16 (their stem and strides still leave a 1x1 map).

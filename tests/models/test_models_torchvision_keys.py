@@ -17,13 +17,6 @@ import torch
 from robustlens.models import create
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 RESNET18 = [
     ('conv1.weight', (64, 3, 7, 7)),
     ('bn1.weight', (64,)),

@@ -17,15 +17,6 @@ from robustlens.models import create
 from robustlens.models.checkpoint import import_weights, load_checkpoint, save_checkpoint, sidecar_path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs: one intra-op thread is much faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _trained_like(name: str, num_classes: int = 4, seed: int = 0, size: int = 32, **kw):
     """A model whose BN statistics and weights are no longer at their initial values."""
     torch.manual_seed(seed)
