@@ -19,7 +19,15 @@ from typing import Any
 
 import torch
 
-from robustlens.cli_common import add_device_arg, add_seed_arg, positive_int, resolve_device
+from robustlens.cli_common import (
+    add_device_arg,
+    add_format_size_args,
+    add_seed_arg,
+    checkpoint_names,
+    load_model,
+    positive_int,
+    resolve_device,
+)
 from robustlens.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -32,8 +40,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     src.add_argument("--images", metavar="DIR", help="a folder of images (PNG/JPEG...) to explain")
     src.add_argument("--data", metavar="SOURCE", help="a data source: 'trifeature[:key=value,...]' or a folder / archive")
     p.add_argument("--split", default="test", help="split of --data (default test)")
-    p.add_argument("--size", type=positive_int, default=None, help="resize images to SIZE x SIZE")
-    p.add_argument("--format", default=None, help="force the on-disk format of --data")
+    add_format_size_args(p)
     p.add_argument("--n", type=positive_int, default=8, help="number of images, a seeded sample of the split (default 8)")
     p.add_argument("--methods", default="vanilla,loss,guided,smoothgrad,ig", help="comma-separated: vanilla,loss,guided,smoothgrad,ig,ig_path_average,gradcam")
     p.add_argument("--target", default=None, help="'label' (default with --data), 'predicted' (default with --images) or a class index")
@@ -82,60 +89,41 @@ def _read_folder(folder: str, size: int | None, n: int) -> tuple[torch.Tensor, l
     return torch.stack(imgs).float() / 255.0, [f.name for f in files]
 
 
-def _names(args: argparse.Namespace) -> list[str]:
-    if args.name and len(args.name) != len(args.checkpoint):
-        raise UserError(f"--name: {len(args.name)} names for {len(args.checkpoint)} checkpoints")
-    names = list(args.name) if args.name else [Path(c).stem for c in args.checkpoint]
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return out
-
-
-def run(args: argparse.Namespace) -> int:
-    from robustlens.explain import featvis, generate, localize, render, sanity
-    from robustlens.explain.saliency import METHODS, check_target, saliency
-    from robustlens.io import versions, write_json_atomic
-    from robustlens.models.checkpoint import load_checkpoint
+def _load_models(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, torch.nn.Module], dict[str, dict]]:
+    """The ``--checkpoint`` models by display name, plus a seeded random copy of the first (``--random-model``)."""
     from robustlens.models.zoo import create
-
-    t0 = time.time()
-    device = resolve_device(args.device)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise UserError(f"--methods: unknown {bad or 'empty list'}; expected some of {', '.join(METHODS)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     models: dict[str, torch.nn.Module] = {}
     metas: dict[str, dict] = {}
-    for name, ckpt in zip(_names(args), args.checkpoint):
-        models[name], metas[name] = load_checkpoint(ckpt, device=device)
-    first = next(iter(models.values()))
+    for name, ckpt in zip(checkpoint_names(args.checkpoint, args.name), args.checkpoint):
+        models[name], metas[name] = load_model(ckpt, device)
     if args.random_model:
         meta0 = next(iter(metas.values()))
         torch.manual_seed(args.seed)
         rnd = create(meta0["arch"], meta0["num_classes"], **(meta0.get("model_kwargs") or {}))
         rnd.normalize.set(meta0["normalize"]["mean"], meta0["normalize"]["std"])
         models["random"] = rnd.to(device).eval()
+    return models, metas
 
-    imageset = None
-    if args.data:
-        from robustlens.data import load
 
-        imageset = load(args.data, split=args.split, size=args.size, format=args.format)
-        if len(imageset) == 0:
-            raise UserError(f"--data: split {args.split!r} of {args.data} is empty")
-        sub = imageset.sample(args.n)
-        x = sub.float(device=device)
-        row_labels = [sub.classes[int(c)] for c in sub.labels]
-    else:
+def _inputs(args: argparse.Namespace, device: torch.device):
+    """``(imageset, sample, x, row labels)``: a seeded sample of ``--data`` or the ``--images`` files."""
+    if not args.data:
         x, row_labels = _read_folder(args.images, args.size, args.n)
-        x = x.to(device)
-        sub = None
+        return None, None, x.to(device), row_labels
+    from robustlens.data import load
+
+    imageset = load(args.data, split=args.split, size=args.size, format=args.format)
+    if len(imageset) == 0:
+        raise UserError(f"--data: split {args.split!r} of {args.data} is empty")
+    sub = imageset.sample(args.n)
+    return imageset, sub, sub.float(device=device), [sub.classes[int(c)] for c in sub.labels]
+
+
+def _targets(args: argparse.Namespace, models: dict, x: torch.Tensor, sub, device) -> dict[str, torch.Tensor]:
+    """The class explained per model: ``--target`` label, predicted or a class index."""
+    from robustlens.explain.saliency import check_target
+
     target_arg = args.target or ("label" if sub is not None else "predicted")
     targets: dict[str, torch.Tensor] = {}
     for name, m in models.items():
@@ -152,21 +140,23 @@ def run(args: argparse.Namespace) -> int:
             except ValueError:
                 raise UserError(f"--target: expected 'label', 'predicted' or a class index, got {target_arg!r}") from None
             targets[name] = check_target(m, x, cls)
+    return targets
 
-    opts = {
+
+def _method_options(args: argparse.Namespace) -> dict[str, dict]:
+    """The per-method options of the command line (IG steps, SmoothGrad samples and noise, Grad-CAM layer)."""
+    return {
         "ig": {"steps": args.steps},
         "ig_path_average": {"steps": args.steps},
         "smoothgrad": {"n_samples": args.samples, "noise_level": args.noise_level},
         "gradcam": {"layer": args.layer} if args.layer else {},
     }
-    results: dict[str, Any] = {
-        "command": "explain",
-        "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-        "versions": versions(),
-        "models": {n: {"checkpoint": (args.checkpoint + ["(random init)"])[i], "arch": getattr(m, "arch", "")} for i, (n, m) in enumerate(models.items())},
-        "images": row_labels,
-        "files": {},
-    }
+
+
+def _saliency(args, methods, models, x, targets, opts, row_labels, out: Path, results: dict, t0: float) -> None:
+    """Every method on every model (SmoothGrad's noise seeded per model), the two grids and the map statistics."""
+    from robustlens.explain import render
+    from robustlens.explain.saliency import saliency
 
     maps: dict[str, torch.Tensor] = {}
     stats: dict[str, Any] = {}
@@ -187,60 +177,111 @@ def run(args: argparse.Namespace) -> int:
     results["files"]["overlay"] = str(render.saliency_grid(xs, maps, out / "overlay.png", mode="abs", row_labels=row_labels, overlay_maps=True))
     results["saliency"] = {"targets": {n: t.tolist() for n, t in targets.items()}, "stats": stats}
 
+
+def _featvis(args, models, x, out: Path, results: dict) -> None:
+    """First-layer filters and gradient-ascent visualisations of the ``--featvis`` channels, per model."""
+    from robustlens.explain import featvis, render
+
+    spec = featvis.parse_featvis_spec(args.featvis)
+    size = args.featvis_size or int(x.shape[-1])
+    results["featvis"] = {}
+    for name, m in models.items():
+        results["files"][f"filters_{name}"] = str(out / f"filters_{name}.png")
+        featvis.filter_grid(m, out / f"filters_{name}.png", title=f"first-layer filters / {name}")
+        imgs = []
+        for layer in dict.fromkeys(lay for lay, _ in spec):
+            chans = [c for lay, c in spec if lay == layer]
+            imgs.append(featvis.visualize_channels(m, layer, chans, size=size, steps=args.featvis_steps, seed=args.seed, progress=True))
+        grid = torch.cat(imgs)
+        render.image_grid(grid, out / f"featvis_{name}.png", labels=[f"{lay}:{c}" for lay, c in spec], title=f"feature visualisation / {name}")
+        results["files"][f"featvis_{name}"] = str(out / f"featvis_{name}.png")
+        results["featvis"][name] = {"units": [f"{lay}:{c}" for lay, c in spec]}
+
+
+def _sanity(args, methods, models, x, targets, opts, out: Path, results: dict) -> None:
+    """The cascading randomisation test (Adebayo et al. 2018) of one method, per model."""
+    from robustlens.explain import sanity
+    from robustlens.explain.saliency import METHODS
+
+    smeth = args.sanity_method or methods[0]
+    if smeth not in METHODS:
+        raise UserError(f"--sanity-method: unknown {smeth!r}; expected one of {', '.join(METHODS)}")
+    res = {}
+    for name, m in models.items():
+        res[name] = {smeth: sanity.cascading_randomization(m, x, targets[name], smeth, seed=args.seed, internal_batch_size=args.batch_size, progress=True, **opts.get(smeth, {}))}
+    sanity.plot_curves(res, out / "sanity.png")
+    results["files"]["sanity"] = str(out / "sanity.png")
+    results["sanity"] = res
+
+
+def _localize(args, models, imageset, opts, device, results: dict) -> None:
+    """Box accuracy and pointing game of ``--localize-method`` on a sample with boxes, and the centre-box baseline."""
+    from robustlens.explain import localize
+
+    if imageset is None:
+        raise UserError("--localize: needs --data with ground-truth boxes (not --images)")
+    lsub = imageset.sample(args.localize_n)
+    results["localize"] = {
+        name: localize.evaluate_localization(m, lsub, args.localize_method, batch_size=args.batch_size, device=device, **opts.get(args.localize_method, {}))
+        for name, m in models.items()
+    }
+    results["localize_center_baseline"] = localize.center_box_baseline(lsub)
+
+
+def _generate(args, models, x, sub, device, out: Path, results: dict) -> None:
+    """Targeted generation with every model towards random targets, scored by the ``--judge``."""
+    from robustlens.explain import generate, render
+
+    judge, _ = load_model(args.judge, device, flag="--judge")
+    g = torch.Generator().manual_seed(args.seed)
+    first = next(iter(models.values()))
+    labels = sub.labels if sub is not None else first(x).argmax(1).cpu()
+    tgt = generate.random_targets(labels, judge.num_classes, g).to(device)
+    pa = generate.perceptual_alignment(dict(models), judge, x, tgt, steps=args.generate_steps, internal_batch_size=args.batch_size)
+    imgs = pa.pop("images")
+    cols = {f"generated / {n}": v.cpu() for n, v in imgs.items()}
+    grid = torch.stack([x.detach().cpu()] + list(cols.values()), 1).flatten(0, 1)
+    render.image_grid(grid, out / "generate.png", ncol=1 + len(cols), labels=[""] * len(grid), title="start | " + " | ".join(cols))
+    results["files"]["generate"] = str(out / "generate.png")
+    results["generate"] = {"judge": args.judge, "targets": tgt.tolist(), **pa}
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustlens.explain.saliency import METHODS
+    from robustlens.io import versions, write_json_atomic
+
+    t0 = time.time()
+    device = resolve_device(args.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise UserError(f"--methods: unknown {bad or 'empty list'}; expected some of {', '.join(METHODS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models, _ = _load_models(args, device)
+    imageset, sub, x, row_labels = _inputs(args, device)
+    targets = _targets(args, models, x, sub, device)
+    opts = _method_options(args)
+    results: dict[str, Any] = {
+        "command": "explain",
+        "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "versions": versions(),
+        "models": {n: {"checkpoint": (args.checkpoint + ["(random init)"])[i], "arch": m.arch} for i, (n, m) in enumerate(models.items())},
+        "images": row_labels,
+        "files": {},
+    }
+    _saliency(args, methods, models, x, targets, opts, row_labels, out, results, t0)
     if args.featvis:
-        spec = featvis.parse_featvis_spec(args.featvis)
-        size = args.featvis_size or int(x.shape[-1])
-        results["featvis"] = {}
-        for name, m in models.items():
-            results["files"][f"filters_{name}"] = str(out / f"filters_{name}.png")
-            featvis.filter_grid(m, out / f"filters_{name}.png", title=f"first-layer filters / {name}")
-            imgs = []
-            for layer in dict.fromkeys(lay for lay, _ in spec):
-                chans = [c for lay, c in spec if lay == layer]
-                imgs.append(featvis.visualize_channels(m, layer, chans, size=size, steps=args.featvis_steps, seed=args.seed, progress=True))
-            grid = torch.cat(imgs)
-            render.image_grid(grid, out / f"featvis_{name}.png", labels=[f"{lay}:{c}" for lay, c in spec], title=f"feature visualisation / {name}")
-            results["files"][f"featvis_{name}"] = str(out / f"featvis_{name}.png")
-            results["featvis"][name] = {"units": [f"{lay}:{c}" for lay, c in spec]}
+        _featvis(args, models, x, out, results)
         print(f"explain: feature visualisation done ({time.time() - t0:.1f} s)")
-
     if args.sanity:
-        smeth = args.sanity_method or methods[0]
-        if smeth not in METHODS:
-            raise UserError(f"--sanity-method: unknown {smeth!r}; expected one of {', '.join(METHODS)}")
-        res = {}
-        for name, m in models.items():
-            res[name] = {smeth: sanity.cascading_randomization(m, x, targets[name], smeth, seed=args.seed, internal_batch_size=args.batch_size, progress=True, **opts.get(smeth, {}))}
-        sanity.plot_curves(res, out / "sanity.png")
-        results["files"]["sanity"] = str(out / "sanity.png")
-        results["sanity"] = res
+        _sanity(args, methods, models, x, targets, opts, out, results)
         print(f"explain: sanity checks done ({time.time() - t0:.1f} s)")
-
     if args.localize:
-        if imageset is None:
-            raise UserError("--localize: needs --data with ground-truth boxes (not --images)")
-        lsub = imageset.sample(args.localize_n)
-        results["localize"] = {
-            name: localize.evaluate_localization(m, lsub, args.localize_method, batch_size=args.batch_size, device=device, **opts.get(args.localize_method, {}))
-            for name, m in models.items()
-        }
-        results["localize_center_baseline"] = localize.center_box_baseline(lsub)
+        _localize(args, models, imageset, opts, device, results)
         print(f"explain: localisation done ({time.time() - t0:.1f} s)")
-
     if args.judge:
-        judge, _ = load_checkpoint(args.judge, device=device)
-        g = torch.Generator().manual_seed(args.seed)
-        labels = sub.labels if sub is not None else first(x).argmax(1).cpu()
-        tgt = generate.random_targets(labels, judge.num_classes, g).to(device)
-        gens = {n: m for n, m in models.items()}
-        pa = generate.perceptual_alignment(gens, judge, x, tgt, steps=args.generate_steps, internal_batch_size=args.batch_size)
-        imgs = pa.pop("images")
-        cols = {f"generated / {n}": v.cpu() for n, v in imgs.items()}
-        grid = torch.stack([xs] + list(cols.values()), 1).flatten(0, 1)
-        render.image_grid(grid, out / "generate.png", ncol=1 + len(cols), labels=[""] * len(grid), title="start | " + " | ".join(cols))
-        results["files"]["generate"] = str(out / "generate.png")
-        results["generate"] = {"judge": args.judge, "targets": tgt.tolist(), **pa}
-
+        _generate(args, models, x, sub, device, out, results)
     results["seconds"] = time.time() - t0
     write_json_atomic(out / "explain.json", results)
     print(f"explain: wrote {out / 'explain.json'} and {len(results['files'])} figures in {out}")

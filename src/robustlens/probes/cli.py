@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robustlens.cli_common import add_data_args, add_device_arg, add_seed_arg, positive_int, resolve_device
+from robustlens.cli_common import (
+    add_data_args,
+    add_device_arg,
+    add_seed_arg,
+    checkpoint_names,
+    load_model,
+    positive_int,
+    resolve_device,
+)
 from robustlens.errors import UserError
 
 EXTRA = ("bias", "neurons")
@@ -67,29 +75,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_seed_arg(p)
 
 
-def _load_model(path: str, device):
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"--checkpoint: {p} not found")
-    from robustlens.models.checkpoint import load_checkpoint
-
-    model, meta = load_checkpoint(p, device=device)
-    return model.eval(), meta
-
-
-def _names(args) -> list[str]:
-    ckpts = args.checkpoint
-    if args.name:
-        if len(args.name) != len(ckpts):
-            raise UserError(f"--name: {len(args.name)} names for {len(ckpts)} checkpoints; give one per --checkpoint")
-        names = list(args.name)
-    else:
-        names = [Path(c).stem for c in ckpts]
-    if len(set(names)) != len(names):
-        names = [f"{n}_{i}" for i, n in enumerate(names)]
-    return names
-
-
 def _build_probes(args, selected: list[str]):
     from robustlens.probes.transforms import get_probe
 
@@ -120,30 +105,129 @@ def _build_probes(args, selected: list[str]):
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from robustlens.data import load
-    from robustlens.io import versions, write_json_atomic
-    from robustlens.probes.evaluate import evaluate_probes, plot_curves, write_table
+def _selected(args: argparse.Namespace) -> list[str]:
+    """The ``--probes`` names, each a registered probe or one of :data:`EXTRA`."""
     from robustlens.probes.transforms import PROBES
 
-    t0 = time.time()
     selected = [s.strip() for s in args.probes.split(",") if s.strip()]
     valid = list(PROBES) + list(EXTRA)
     bad = [s for s in selected if s not in valid]
     if bad or not selected:
         raise UserError(f"--probes: unknown probe {bad[0] if bad else '(none)'!r}; valid probes: {', '.join(valid)}")
-    device = resolve_device(args.device)
-    names = _names(args)
-    transforms = _build_probes(args, [s for s in selected if s in PROBES])
-    adain = None
-    if any(p.name == "stylize" for p in transforms) and args.stylize_method == "adain":
-        from robustlens.probes.adain import AdaIN
+    return selected
 
-        adain = AdaIN.from_files(args.adain_encoder, args.adain_decoder, device)
+
+def _adain(args: argparse.Namespace, transforms: list, device):
+    """The AdaIN networks when ``stylize`` runs with ``--stylize-method adain``, else ``None``."""
+    if not (any(p.name == "stylize" for p in transforms) and args.stylize_method == "adain"):
+        return None
+    from robustlens.probes.adain import AdaIN
+
+    return AdaIN.from_files(args.adain_encoder, args.adain_decoder, device)
+
+
+def _transforms(args, models: dict, data, transforms: list, adain, device, out: Path, result: dict) -> None:
+    """Accuracy of every model under every transformation probe: tables and curves."""
+    from robustlens.data import load
+    from robustlens.probes.evaluate import evaluate_probes, plot_curves, write_table
+
+    pool = pool_labels = None
+    if args.style_data:
+        sd = load(args.style_data, split="train", size=data.resolution[0])
+        pool, pool_labels = sd.images, None
+    rows = evaluate_probes(models, data, transforms, batch_size=args.batch_size, device=device,
+                           style_pool=pool, pool_labels=pool_labels, adain=adain, seed=args.seed)
+    j, c = write_table(rows, out / "probes")
+    result["files"].update({"probes_json": j.name, "probes_csv": c.name})
+    result["files"]["curves"] = plot_curves(rows, out / "curves.png").name
+    for pname in ("blur", "median"):
+        if any(p.name == pname for p in transforms):
+            result["files"][pname] = plot_curves(rows, out / f"{pname}.png", probes=[pname]).name
+    result["probes"] = rows
+
+
+def _conflict_split(args):
+    """The procedural set's cue-conflict split (a ``--limit`` sample), loaded again from ``--data``."""
+    from robustlens.data import load
+
+    conflict = load(args.data, split="conflict", size=args.size)
+    return conflict.sample(args.limit) if args.limit else conflict
+
+
+def _bias(args, models: dict, data, device, out: Path, result: dict) -> None:
+    """Shape vs texture bias on the cue-conflict split (Geirhos et al. 2019), per model."""
+    from robustlens.data.source import is_procedural
+    from robustlens.probes.bias import model_bias
+    from robustlens.probes.evaluate import write_table
+
+    if data.factors is not None and {"shape", "texture"} <= set(data.factor_names) and args.split == "conflict":
+        conflict = data
+    elif is_procedural(args.data):
+        conflict = _conflict_split(args)
+    else:
+        raise UserError("--probes bias: needs the procedural set's 'conflict' split (--data trifeature...)")
+    bias = [{"model": n, **model_bias(m, conflict, args.batch_size, device)} for n, m in models.items()]
+    write_table(bias, out / "bias")
+    result["files"].update({"bias_json": "bias.json", "bias_csv": "bias.csv"})
+    result["bias"] = bias
+
+
+def _visualisations(args, m, layers, data) -> dict | None:
+    """Gradient-ascent visualisations of the first ``--featvis`` channels of each analysed layer."""
+    if args.featvis <= 0:
+        return None
+    from robustlens.explain.featvis import visualize_channels
+    from robustlens.probes.neurons import default_layers, get_layer
+
+    vis = {}
+    for layer in layers or default_layers(m):
+        mod = get_layer(m, layer)
+        width = getattr(mod, "out_channels", None) or getattr(mod, "num_features", None) or args.featvis
+        chans = list(range(min(args.featvis, int(width))))
+        vis[layer] = visualize_channels(m, layer, chans, size=data.resolution[0], steps=args.featvis_steps,
+                                        seed=args.seed, in_channels=data.channels)
+    return vis
+
+
+def _neurons(args, models: dict, data, device, out: Path, result: dict) -> None:
+    """Neuron analysis (Chen et al. 2020): concepts per unit and simplicity, per model and layer."""
+    from robustlens.data.source import is_procedural
+    from robustlens.io import write_json_atomic
+    from robustlens.probes.evaluate import write_table
+    from robustlens.probes.neurons import analyse_model, compare_summary, plot_neurons
+
+    layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
+    ndata = data if data.factors is not None and data.factor_names else None
+    if is_procedural(args.data) and args.split != "conflict":
+        # train/test splits tie texture to shape; the conflict split varies the factors independently
+        ndata = _conflict_split(args)
+    res = {}
+    for n, m in models.items():
+        vis = _visualisations(args, m, layers, data)
+        res[n] = analyse_model(m, ndata, layers, args.batch_size, device, visualisations=vis, z=args.concept_z)
+    write_json_atomic(out / "neurons.json", res)
+    summary = compare_summary(res)
+    write_table(summary, out / "neurons_summary")
+    result["files"].update({"neurons_json": "neurons.json", "neurons_summary": "neurons_summary.csv",
+                            "neurons_png": plot_neurons(res, out / "neurons.png").name})
+    result["neurons"] = summary
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustlens.data import load
+    from robustlens.io import versions, write_json_atomic
+    from robustlens.probes.transforms import PROBES
+
+    t0 = time.time()
+    selected = _selected(args)
+    device = resolve_device(args.device)
+    names = checkpoint_names(args.checkpoint, args.name, numbered=True, hint="; give one per --checkpoint")
+    transforms = _build_probes(args, [s for s in selected if s in PROBES])
+    adain = _adain(args, transforms, device)
     models: dict[str, Any] = {}
     metas: dict[str, Any] = {}
     for name, ck in zip(names, args.checkpoint):
-        models[name], metas[name] = _load_model(ck, device)
+        models[name], metas[name] = load_model(ck, device)
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.limit:
         data = data.sample(args.limit)
@@ -152,76 +236,17 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "command": "probe",
         "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-        "models": {n: {"checkpoint": c, "arch": metas[n].get("arch") if isinstance(metas[n], dict) else None}
-                   for n, c in zip(names, args.checkpoint)},
+        "models": {n: {"checkpoint": c, "arch": metas[n].get("arch")} for n, c in zip(names, args.checkpoint)},
         "data": {"source": str(args.data), "split": args.split, "images": len(data)},
         "versions": versions(),
         "files": {},
     }
     if transforms:
-        pool = pool_labels = None
-        if args.style_data:
-            sd = load(args.style_data, split="train", size=data.resolution[0])
-            pool, pool_labels = sd.images, None
-        rows = evaluate_probes(models, data, transforms, batch_size=args.batch_size, device=device,
-                               style_pool=pool, pool_labels=pool_labels, adain=adain, seed=args.seed)
-        j, c = write_table(rows, out / "probes")
-        result["files"].update({"probes_json": j.name, "probes_csv": c.name})
-        result["files"]["curves"] = plot_curves(rows, out / "curves.png").name
-        for pname in ("blur", "median"):
-            if any(p.name == pname for p in transforms):
-                result["files"][pname] = plot_curves(rows, out / f"{pname}.png", probes=[pname]).name
-        result["probes"] = rows
+        _transforms(args, models, data, transforms, adain, device, out, result)
     if "bias" in selected:
-        from robustlens.data.source import is_procedural
-        from robustlens.probes.bias import model_bias
-
-        if data.factors is not None and {"shape", "texture"} <= set(data.factor_names) and args.split == "conflict":
-            conflict = data
-        elif is_procedural(args.data):
-            conflict = load(args.data, split="conflict", size=args.size)
-            if args.limit:
-                conflict = conflict.sample(args.limit)
-        else:
-            raise UserError("--probes bias: needs the procedural set's 'conflict' split (--data trifeature...)")
-        bias = [{"model": n, **model_bias(m, conflict, args.batch_size, device)} for n, m in models.items()]
-        write_table(bias, out / "bias")
-        result["files"].update({"bias_json": "bias.json", "bias_csv": "bias.csv"})
-        result["bias"] = bias
+        _bias(args, models, data, device, out, result)
     if "neurons" in selected:
-        from robustlens.probes.neurons import analyse_model, compare_summary, plot_neurons
-
-        layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
-        from robustlens.data.source import is_procedural as _proc
-
-        ndata = data if data.factors is not None and data.factor_names else None
-        if _proc(args.data) and args.split != "conflict":
-            # train/test splits tie texture to shape; the conflict split varies the factors independently
-            ndata = load(args.data, split="conflict", size=args.size)
-            if args.limit:
-                ndata = ndata.sample(args.limit)
-        from robustlens.probes.neurons import default_layers, get_layer
-
-        res = {}
-        for n, m in models.items():
-            vis = None
-            if args.featvis > 0:
-                from robustlens.explain.featvis import visualize_channels
-
-                vis = {}
-                for layer in layers or default_layers(m):
-                    mod = get_layer(m, layer)
-                    width = getattr(mod, "out_channels", None) or getattr(mod, "num_features", None) or args.featvis
-                    chans = list(range(min(args.featvis, int(width))))
-                    vis[layer] = visualize_channels(m, layer, chans, size=data.resolution[0], steps=args.featvis_steps,
-                                                    seed=args.seed, in_channels=data.channels)
-            res[n] = analyse_model(m, ndata, layers, args.batch_size, device, visualisations=vis, z=args.concept_z)
-        write_json_atomic(out / "neurons.json", res)
-        summary = compare_summary(res)
-        write_table(summary, out / "neurons_summary")
-        result["files"].update({"neurons_json": "neurons.json", "neurons_summary": "neurons_summary.csv",
-                                "neurons_png": plot_neurons(res, out / "neurons.png").name})
-        result["neurons"] = summary
+        _neurons(args, models, data, device, out, result)
     result["seconds"] = time.time() - t0
     write_json_atomic(out / "probe.json", result)
     print(f"robustlens probe: {len(models)} model(s), {len(data)} images, wrote {out}/probe.json")
