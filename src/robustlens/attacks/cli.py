@@ -12,7 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustlens.cli_common import add_data_args, add_device_arg, add_seed_arg, positive_int, resolve_device
+from robustlens.cli_common import (
+    add_data_args,
+    add_device_arg,
+    add_seed_arg,
+    add_threat_args,
+    load_model,
+    positive_int,
+    resolve_device,
+)
 
 
 def _nonneg_int(text: str) -> int:
@@ -30,8 +38,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--split", default="test", help="data split to evaluate (default: test)")
     p.add_argument("--n", type=positive_int, default=None, help="evaluate N images (a seeded sample of the split)")
-    p.add_argument("--threat", default="linf", help="threat model: linf, l2 or l1 (default: linf)")
-    p.add_argument("--eps", default="8/255", help="radius of the threat model; fractions like 8/255 work (default 8/255)")
+    add_threat_args(p, eps_default="8/255", eps_help="radius of the threat model; fractions like 8/255 work (default 8/255)")
     p.add_argument(
         "--attack",
         default="pgd",
@@ -52,28 +59,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the results as JSON to this path")
 
 
-def run(args: argparse.Namespace) -> int:
-    from robustlens.attacks.autoattack import STANDARD
-    from robustlens.attacks.evaluate import normalize_attack, robust_accuracy
-    from robustlens.data import load
-    from robustlens.io import versions, write_json_atomic
-    from robustlens.models.checkpoint import load_checkpoint
-    from robustlens.threat import make_threat, parse_eps
-
-    # Everything that can be checked without work is checked first.
-    attack = normalize_attack(args.attack)
-    threat = make_threat(args.threat, args.eps)
-    step_size = parse_eps(args.step_size, name="--step-size") if args.step_size is not None else None
-    device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device)
-    data = load(args.data, split=args.split, size=args.size, format=args.format)
-    if args.n is not None:
-        data = data.sample(args.n, seed=args.seed)
-    if data.num_classes > model.num_classes:
-        from robustlens.errors import UserError
-
-        raise UserError(f"--data: {data.num_classes} classes but the checkpoint's model has {model.num_classes} outputs")
-
+def _attack_options(args: argparse.Namespace, attack: str, step_size: float | None) -> dict:
+    """The keyword arguments of :func:`~robustlens.attacks.evaluate.robust_accuracy` that ``attack`` takes."""
     kw: dict = {}
     if args.steps is not None:
         kw["steps"] = args.steps
@@ -92,47 +79,78 @@ def run(args: argparse.Namespace) -> int:
         kw.pop("steps", None)
     if args.check_steps:
         kw["check_steps"] = True
+    return kw
 
-    res = robust_accuracy(
-        model, data, threat, attack=attack, batch_size=args.batch_size, device=device, seed=args.seed,
-        progress=sys.stderr.isatty(), checks_enabled=not args.no_checks, **kw,
-    )
+
+def _print_result(args, data, model, meta: dict, threat, attack: str, res: dict) -> None:
     print(f"{data.name or args.data} ({res['n']} images), {meta.get('arch', type(model).__name__)}, {threat.norm} eps={args.eps}")
     print(f"clean accuracy   {100 * res['clean_accuracy']:6.2f}%")
     if attack == "autoattack":
         for name, acc in res["per_attack"].items():
             print(f"  after {name:8s} {100 * acc:6.2f}%")
     print(f"robust accuracy  {100 * res['robust_accuracy']:6.2f}%  ({attack}, {res['seconds']:.1f} s)")
+
+
+def _results_json(args, meta: dict, threat, attack: str, device, res: dict) -> dict:
+    """The ``--out`` record: the config, the model, the metrics, the warnings and the versions."""
+    from robustlens.attacks.autoattack import STANDARD
+    from robustlens.io import versions
+
+    return {
+        "command": "attack",
+        "config": {
+            "checkpoint": str(args.checkpoint),
+            "data": args.data,
+            "split": args.split,
+            "n": res["n"],
+            "threat": threat.to_dict(),
+            "eps_text": str(args.eps),
+            "attack": attack,
+            "options": res["options"],
+            "batch_size": args.batch_size,
+            "device": str(device),
+            "seed": args.seed,
+            "ensemble": list(STANDARD) if attack == "autoattack" else None,
+            "fab_t": ("included" if "fab-t" in STANDARD else "omitted") if attack == "autoattack" else None,
+        },
+        "model": {"arch": meta.get("arch"), "num_classes": meta.get("num_classes")},
+        "metrics": {
+            "clean_accuracy": res["clean_accuracy"],
+            "robust_accuracy": res["robust_accuracy"],
+            "per_attack": res["per_attack"],
+            "mean_norm": res["mean_norm"],
+            "mean_norm_fooled": res["mean_norm_fooled"],
+            "seconds": res["seconds"],
+        },
+        "warnings": res["warnings"],
+        "versions": versions(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustlens.attacks.evaluate import normalize_attack, robust_accuracy
+    from robustlens.data import load
+    from robustlens.errors import UserError
+    from robustlens.io import write_json_atomic
+    from robustlens.threat import make_threat, parse_eps
+
+    # Everything that can be checked without work is checked first.
+    attack = normalize_attack(args.attack)
+    threat = make_threat(args.threat, args.eps)
+    step_size = parse_eps(args.step_size, name="--step-size") if args.step_size is not None else None
+    device = resolve_device(args.device)
+    model, meta = load_model(args.checkpoint, device)
+    data = load(args.data, split=args.split, size=args.size, format=args.format)
+    if args.n is not None:
+        data = data.sample(args.n, seed=args.seed)
+    if data.num_classes > model.num_classes:
+        raise UserError(f"--data: {data.num_classes} classes but the checkpoint's model has {model.num_classes} outputs")
+    res = robust_accuracy(
+        model, data, threat, attack=attack, batch_size=args.batch_size, device=device, seed=args.seed,
+        progress=sys.stderr.isatty(), checks_enabled=not args.no_checks, **_attack_options(args, attack, step_size),
+    )
+    _print_result(args, data, model, meta, threat, attack, res)
     if args.out:
-        out = {
-            "command": "attack",
-            "config": {
-                "checkpoint": str(args.checkpoint),
-                "data": args.data,
-                "split": args.split,
-                "n": res["n"],
-                "threat": threat.to_dict(),
-                "eps_text": str(args.eps),
-                "attack": attack,
-                "options": res["options"],
-                "batch_size": args.batch_size,
-                "device": str(device),
-                "seed": args.seed,
-                "ensemble": list(STANDARD) if attack == "autoattack" else None,
-                "fab_t": ("included" if "fab-t" in STANDARD else "omitted") if attack == "autoattack" else None,
-            },
-            "model": {"arch": meta.get("arch"), "num_classes": meta.get("num_classes")},
-            "metrics": {
-                "clean_accuracy": res["clean_accuracy"],
-                "robust_accuracy": res["robust_accuracy"],
-                "per_attack": res["per_attack"],
-                "mean_norm": res["mean_norm"],
-                "mean_norm_fooled": res["mean_norm_fooled"],
-                "seconds": res["seconds"],
-            },
-            "warnings": res["warnings"],
-            "versions": versions(),
-        }
-        write_json_atomic(args.out, out)
+        write_json_atomic(args.out, _results_json(args, meta, threat, attack, device, res))
         print(f"wrote {args.out}")
     return 0

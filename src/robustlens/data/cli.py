@@ -13,15 +13,14 @@ import argparse
 import time
 from pathlib import Path
 
-from robustlens.cli_common import positive_int
+from robustlens.cli_common import add_format_size_args, positive_int
 from robustlens.errors import UserError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE",
                    help="'trifeature' (options as trifeature:key=value,...) or a folder / archive / file")
-    p.add_argument("--format", default=None, help="force the on-disk format instead of detecting it")
-    p.add_argument("--size", type=positive_int, default=None, help="resize images to SIZE x SIZE on load")
+    add_format_size_args(p)
     p.add_argument("--split", action="append", default=None, help="only this split (repeatable)")
     p.add_argument("--out", default="robustlens-data", help="folder for samples_<split>.png and data.json")
     p.add_argument("--n", type=positive_int, default=64, help="images per sample grid (default 64)")

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from robustlens.cli_common import add_data_args, add_device_arg, add_seed_arg, positive_int
+from robustlens.cli_common import add_data_args, add_device_arg, add_seed_arg, add_threat_args, positive_int
 from robustlens.errors import UserError
 from robustlens.train.config import MODES, SCHEDULES
 
@@ -29,8 +29,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="small_cnn", help="architecture (see `robustlens models`; default small_cnn)")
     p.add_argument("--width", type=positive_int, default=None, help="small_cnn width (default: per data set)")
     p.add_argument("--mode", default="std", help="; ".join(f"{k}: {v}" for k, v in MODES.items()))
-    p.add_argument("--threat", default="linf", help="linf, l2 or l1 (default linf)")
-    p.add_argument("--eps", default=None, help="perturbation budget, e.g. 8/255 (default 8/255 for adversarial modes)")
+    add_threat_args(p, eps_default=None, eps_help="perturbation budget, e.g. 8/255 (default 8/255 for adversarial modes)")
     p.add_argument("--step-size", default=None, help="attack step (default: eps for fgsm, 1.25 eps fgsm-rs, 2.5 eps/k pgd/trades)")
     p.add_argument("--attack-steps", type=positive_int, default=10, help="k for pgd / trades (default 10)")
     p.add_argument("--beta", type=_fraction, default=6.0, help="TRADES beta (default 6)")
