@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from helpers_attacks import one_thread  # noqa: F401 (fixture)
 
 from robustlens.cli import main
 
