@@ -1,4 +1,4 @@
-"""Shared plumbing of the attacks: input validation, input-only gradients, success tests.
+"""Shared plumbing of the attacks: input validation, input-only gradients, success tests, rows.
 
 Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only: parameters keep
 their ``requires_grad`` but the engine never computes weight gradients (conv backward is
@@ -17,10 +17,12 @@ from robustlens.errors import UserError
 from robustlens.threat import ThreatModel
 
 
-def check_counts(steps: int, restarts: int, min_steps: int = 1) -> None:
-    """``steps`` (at least ``min_steps``) and ``restarts`` (at least 1) must be integers."""
+def check_counts(steps: int, restarts: int, *, min_steps: int = 1, attack: str = "") -> None:
+    """``steps`` (at least ``min_steps``) and ``restarts`` (at least 1) must be integers;
+    ``attack`` names the attack that needs a step in the message."""
     if not isinstance(steps, int) or steps < min_steps:
-        raise UserError(f"--steps: expected an integer >= {min_steps}, got {steps!r}")
+        need = f"{attack} needs at least {min_steps} step: " if attack and min_steps == 1 else ""
+        raise UserError(f"--steps: {need}expected an integer >= {min_steps}, got {steps!r}")
     if not isinstance(restarts, int) or restarts < 1:
         raise UserError(f"--restarts: expected an integer >= 1, got {restarts!r}")
 
@@ -68,6 +70,11 @@ def fooled(logits: Tensor, y: Tensor, targeted: bool = False) -> Tensor:
     """Per-example attack success: misclassified (untargeted) or classified as ``y`` (targeted)."""
     pred = logits.argmax(1)
     return pred == y if targeted else pred != y
+
+
+def rows(t: Tensor, index: Tensor | None) -> Tensor:
+    """The rows ``index`` of ``t`` (all of ``t`` when ``index`` is None)."""
+    return t if index is None else t[index]
 
 
 def seeded(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:

@@ -14,11 +14,12 @@ APGD is PGD with momentum and a step size that adapts itself at checkpoints:
   has not improved since (eq. 8 of the paper; the authors' code uses ``<=`` in condition 1,
   the paper ``<``: we follow the paper).
 
-``apgd_ce``: cross-entropy loss. ``apgd_t``: targeted DLR loss (eq. 7) towards each of the
+:class:`APGD` (``apgd-ce``): cross-entropy loss; :class:`APGDDLR` (``apgd-dlr``): the DLR loss
+(eq. 6); :class:`APGDT` (``apgd-t``): targeted DLR loss (eq. 7) towards each of the
 ``n_target_classes = 9`` highest-scoring wrong classes in turn (ranked on the clean image),
-on the points still robust. ``loss="dlr"`` with :func:`apgd` gives APGD-DLR.
-Defaults: ``steps=100``, ``restarts=1``, random start (the authors' start: a uniform
-draw rescaled onto the sphere of radius eps), as in the standard AutoAttack.
+on the points still robust. Defaults: ``steps=100``, ``restarts=1``, random start (the
+authors' start: a uniform draw rescaled onto the sphere of radius eps), as in the standard
+AutoAttack. A restart (and each further target) runs on the points still robust.
 
 Success is misclassification for every loss (AutoAttack counts robust accuracy). Unlike the
 authors' code an example stops being attacked once misclassified (it cannot become robust
@@ -29,13 +30,15 @@ misclassified iterate, else the iterate of highest loss.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from robustlens.attacks._common import check_counts, check_inputs, fooled, input_grad, seeded
+from robustlens.attacks._common import check_counts, fooled, input_grad, rows, seeded
+from robustlens.attacks.base import Attack, HalfSteps, register
 from robustlens.attacks.losses import ce, dlr, dlr_targeted, margin
 from robustlens.errors import UserError
 from robustlens.threat import L2, Linf, ThreatModel
@@ -77,10 +80,6 @@ def _random_start(x: Tensor, threat: ThreatModel, gen: torch.Generator | None) -
     return threat.random_init(x, gen)
 
 
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
 def apgd_single(
     model: nn.Module,
     x: Tensor,
@@ -105,12 +104,9 @@ def apgd_single(
     ck_set = set(ck[1:])
     act = torch.arange(n, device=dev)
 
-    def f(z: Tensor, yy: Tensor, tt: Tensor | None) -> Tensor:
-        return loss_fn(z, yy, tt)
-
     xs, ys, ts = x, y, target
     x_cur = start.clone()
-    grad, logits, loss = input_grad(model, x_cur, ys, lambda z, yy: f(z, yy, ts))
+    grad, logits, loss = input_grad(model, x_cur, ys, lambda z, yy: loss_fn(z, yy, ts))
     hit = fooled(logits, ys)
     x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss.clone()
     eta = torch.full((n,), 2.0 * threat.eps, device=dev, dtype=x.dtype)
@@ -139,7 +135,7 @@ def apgd_single(
         z = threat.project(threat.ascent_step(x_cur, grad, eta), xs)
         x_new = threat.project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), xs)
         x_prev, x_cur = x_cur, x_new
-        grad, logits, loss = input_grad(model, x_cur, ys, lambda zz, yy: f(zz, yy, ts))
+        grad, logits, loss = input_grad(model, x_cur, ys, lambda zz, yy: loss_fn(zz, yy, ts))
         hit = fooled(logits, ys)
         n_incr += (loss > loss_prev).to(n_incr.dtype)
         loss_prev = loss
@@ -163,139 +159,151 @@ def apgd_single(
     return out, ok
 
 
+_LOSSES = {"ce": ce, "dlr": dlr, "cw": margin, "margin": margin}
+
+
 def _loss(name: str) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
     key = str(name).lower()
-    table = {"ce": ce, "dlr": dlr, "cw": margin, "margin": margin}
-    if key not in table:
+    if key not in _LOSSES:
         raise UserError(f"loss: unknown APGD loss {name!r}; expected ce, dlr or cw")
-    fn = table[key]
+    fn = _LOSSES[key]
     return lambda z, y, t: fn(z, y)
 
 
-def apgd_run(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    steps: int = 100,
-    restarts: int = 1,
-    loss: str = "ce",
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-    index: Tensor | None = None,
-) -> Tensor:
-    """Untargeted APGD on rows ``index`` of (x, y) (inputs validated); restarts on the still robust."""
-    x = x.detach()
-    gen = seeded(generator, x.device)
-    loss_fn = _loss(loss)
-    xs = x if index is None else x[index]
-    ys = y if index is None else y[index]
-    best = xs.clone()
-    robust = torch.ones(xs.shape[0], dtype=torch.bool, device=x.device)
-    for r in range(restarts):
-        starts = _random_start(x, threat, gen) if random_start else x
-        starts = starts if index is None else starts[index]
-        todo = robust.nonzero().squeeze(1)
-        if todo.numel() == 0:
-            break
-        adv, ok = apgd_single(model, xs[todo], ys[todo], starts[todo], threat, steps, loss_fn)
-        upd = todo[ok] if r else todo
-        best[upd] = adv[ok] if r else adv
-        robust[todo[ok]] = False
-    return best
+@dataclass(frozen=True, kw_only=True)
+class _Runs(Attack):
+    """The options APGD and APGD-T share, and their loop over targets and restarts."""
+
+    steps: int = 100
+    restarts: int = 1
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        check_counts(self.steps, self.restarts, attack="APGD")
+
+    def halved(self) -> HalfSteps | None:
+        return HalfSteps(self.name, self.steps, replace(self, steps=self.steps // 2)) if self.steps >= 2 else None
+
+    def _runs(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        index: Tensor | None,
+        ys: Tensor,
+        threat: ThreatModel,
+        loss_fn: Callable[[Tensor, Tensor, Tensor | None], Tensor],
+        targets: list[Tensor | None],
+        gen: torch.Generator | None,
+    ) -> Tensor:
+        """``restarts`` runs per target (in turn), each on the rows still robust; the first run
+        sets every row, a later one only the rows it fools. Starts are drawn for all rows of ``x``."""
+        xs = rows(x, index)
+        best = xs.clone()
+        robust = torch.ones(xs.shape[0], dtype=torch.bool, device=x.device)
+        first = True
+        for target in targets:
+            for _ in range(self.restarts):
+                starts = rows(_random_start(x, threat, gen) if self.random_start else x, index)
+                todo = robust.nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    return best
+                tt = None if target is None else target[todo]
+                adv, ok = apgd_single(model, xs[todo], ys[todo], starts[todo], threat, self.steps, loss_fn, tt)
+                if first:
+                    best[todo] = adv
+                    first = False
+                else:
+                    best[todo[ok]] = adv[ok]
+                robust[todo[ok]] = False
+        return best
 
 
-def apgd_t_run(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    steps: int = 100,
-    n_target_classes: int = 9,
-    restarts: int = 1,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-    index: Tensor | None = None,
-) -> Tensor:
-    """APGD-T on rows ``index`` of (x, y) (inputs validated)."""
-    x = x.detach()
-    gen = seeded(generator, x.device)
-    xs = x if index is None else x[index]
-    ys = y if index is None else y[index]
-    with torch.no_grad():
-        logits = model(xs)
-    n_cls = logits.shape[1]
-    if n_cls < 4:
-        raise UserError(f"APGD-T needs a model with at least 4 classes, this one has {n_cls}")
-    n_t = min(int(n_target_classes), n_cls - 1)
-    if n_t < 1:
-        raise UserError(f"n_target_classes: expected >= 1, got {n_target_classes}")
-    ranked = logits.scatter(1, ys[:, None], float("-inf")).argsort(1, descending=True)[:, :n_t]
-    best = xs.clone()
-    robust = torch.ones(xs.shape[0], dtype=torch.bool, device=x.device)
-    first = True
-    for j in range(n_t):
-        for _ in range(restarts):
-            starts = _random_start(x, threat, gen) if random_start else x
-            starts = starts if index is None else starts[index]
-            todo = robust.nonzero().squeeze(1)
-            if todo.numel() == 0:
-                return best
-            adv, ok = apgd_single(model, xs[todo], ys[todo], starts[todo], threat, steps, dlr_targeted, ranked[todo, j])
-            if first:
-                best[todo] = adv
-                first = False
-            else:
-                best[todo[ok]] = adv[ok]
-            robust[todo[ok]] = False
-    return best
+@register
+@dataclass(frozen=True, kw_only=True)
+class APGD(_Runs):
+    """APGD-CE: Auto-PGD on the cross-entropy (Croce & Hein 2020)"""
+
+    name: ClassVar[str] = "apgd-ce"
+
+    loss: str = "ce"  # ce, dlr or cw (margin)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _loss(self.loss)
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        generator: torch.Generator | None = None,
+        index: Tensor | None = None,
+    ) -> Tensor:
+        """Untargeted APGD; restarts on the still robust."""
+        x = x.detach()
+        return self._runs(model, x, index, rows(y, index), threat, _loss(self.loss), [None], seeded(generator, x.device))
 
 
-def apgd(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    steps: int = 100,
-    restarts: int = 1,
-    loss: str = "ce",
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Untargeted APGD with loss ``ce`` (APGD-CE), ``dlr`` (APGD-DLR) or ``cw``."""
-    check_inputs(model, x, y, threat)
-    check_counts(steps, restarts)
-    return apgd_run(model, x, y, threat, steps, restarts, loss, random_start, generator)
+@register
+@dataclass(frozen=True, kw_only=True)
+class APGDDLR(APGD):
+    """APGD-DLR: Auto-PGD on the difference of logits ratio (Croce & Hein 2020, eq. 6)"""
+
+    name: ClassVar[str] = "apgd-dlr"
+
+    loss: str = "dlr"
 
 
-def apgd_ce(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    steps: int = 100,
-    restarts: int = 1,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+@register
+@dataclass(frozen=True, kw_only=True)
+class APGDT(_Runs):
+    """APGD-T: targeted DLR towards each of the top wrong classes in turn (Croce & Hein 2020, eq. 7)"""
+
+    name: ClassVar[str] = "apgd-t"
+
+    n_target_classes: int = 9  # capped at K - 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if int(self.n_target_classes) < 1:
+            raise UserError(f"n_target_classes: expected >= 1, got {self.n_target_classes}")
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        generator: torch.Generator | None = None,
+        index: Tensor | None = None,
+    ) -> Tensor:
+        """Targets ranked on the clean image: the ``n_target_classes`` highest wrong logits."""
+        x = x.detach()
+        gen = seeded(generator, x.device)
+        ys = rows(y, index)
+        with torch.no_grad():
+            logits = model(rows(x, index))
+        n_cls = logits.shape[1]
+        if n_cls < 4:
+            raise UserError(f"APGD-T needs a model with at least 4 classes, this one has {n_cls}")
+        n_t = min(int(self.n_target_classes), n_cls - 1)
+        ranked = logits.scatter(1, ys[:, None], float("-inf")).argsort(1, descending=True)[:, :n_t]
+        return self._runs(model, x, index, ys, threat, dlr_targeted, [ranked[:, j] for j in range(n_t)], gen)
+
+
+def apgd(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+    """Untargeted APGD (:class:`APGD`) with loss ``ce`` (APGD-CE, the default), ``dlr`` (APGD-DLR) or ``cw``."""
+    return APGD(**options)(model, x, y, threat, generator=generator)
+
+
+def apgd_ce(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
     """APGD-CE (Croce & Hein 2020): 100 iterations, 1 run, by default."""
-    return apgd(model, x, y, threat, steps, restarts, "ce", random_start, generator)
+    return APGD(**options, loss="ce")(model, x, y, threat, generator=generator)
 
 
-def apgd_t(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    steps: int = 100,
-    n_target_classes: int = 9,
-    restarts: int = 1,
-    random_start: bool = True,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """APGD-T (Croce & Hein 2020): targeted DLR towards each of the top-9 wrong classes."""
-    n_cls = check_inputs(model, x, y, threat)
-    check_counts(steps, restarts)
-    if n_cls < 4:
-        raise UserError(f"APGD-T needs a model with at least 4 classes, this one has {n_cls}")
-    return apgd_t_run(model, x, y, threat, steps, n_target_classes, restarts, random_start, generator)
+def apgd_t(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+    """APGD-T (:class:`APGDT`, Croce & Hein 2020): targeted DLR towards each of the top-9 wrong classes."""
+    return APGDT(**options)(model, x, y, threat, generator=generator)

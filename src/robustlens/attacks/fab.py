@@ -44,11 +44,15 @@ and iteration); FAB-T needs one backward per iteration.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustlens.attacks._common import check_counts, check_inputs, fooled, input_grad, seeded
+from robustlens.attacks._common import check_counts, fooled, input_grad, rows, seeded
+from robustlens.attacks.base import Attack, register
 from robustlens.errors import UserError
 from robustlens.threat import L1, L2, Linf, ThreatModel
 
@@ -246,7 +250,7 @@ def _unit_directions(x: Tensor, norm: str, gen: torch.Generator | None) -> Tenso
 
 
 def _check_params(steps: int, restarts: int, alpha_max: float, eta: float, beta: float) -> None:
-    check_counts(steps, restarts)
+    check_counts(steps, restarts, attack="FAB")
     if not 0.0 <= float(alpha_max) <= 1.0:
         raise UserError(f"alpha_max: expected a value in [0, 1], got {alpha_max!r}")
     if not float(eta) >= 1.0:
@@ -255,109 +259,124 @@ def _check_params(steps: int, restarts: int, alpha_max: float, eta: float, beta:
         raise UserError(f"beta: expected a value in (0, 1), got {beta!r}")
 
 
-def fab_run(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    steps: int = 100,
-    targeted: bool = False,
-    n_target_classes: int = 9,
-    restarts: int = 1,
-    alpha_max: float = 0.1,
-    eta: float = 1.05,
-    beta: float = 0.9,
-    generator: torch.Generator | None = None,
-    index: Tensor | None = None,
-    stop_within_eps: bool = False,
-    clamp_targets: bool = False,
-) -> Tensor:
-    """FAB / FAB-T on rows ``index`` of (x, y) (images and labels validated by the caller).
-
-    ``stop_within_eps``: stop iterating on an example as soon as an adversarial within eps is
-    found (the ensemble's setting: same robust flags, fewer iterations, but the returned
-    point is no longer the smallest found). ``clamp_targets``: use ``min(n_target_classes,
-    K - 1)`` targets instead of raising (as APGD-T does in the ensemble). Random starts
-    (restarts >= 2) are drawn for every row of ``x``, so an example meets the same randomness
-    whichever rows are attacked.
-    """
-    norm = _norm_of(threat)
-    _check_params(steps, restarts, alpha_max, eta, beta)
-    x = x.detach()
-    gen = seeded(generator, x.device)
-    xs = x if index is None else x[index]
-    ys = y if index is None else y[index]
-    with torch.no_grad():
-        logits = model(xs) if xs.shape[0] else model(x[:1])
-    n_cls = int(logits.shape[1])
-    if n_cls < 2:
-        raise UserError(f"FAB needs a model with at least 2 classes, this one has {n_cls}")
-    targets: list[Tensor | None] = [None]
-    if targeted:
-        if isinstance(n_target_classes, bool) or not isinstance(n_target_classes, int):
-            raise UserError(f"n_target_classes: expected an integer in 1..{n_cls - 1}, got {n_target_classes!r}")
-        n_t = min(n_target_classes, n_cls - 1) if clamp_targets else n_target_classes
-        if not 1 <= n_t <= n_cls - 1:
-            raise UserError(f"n_target_classes: expected an integer in 1..{n_cls - 1} (the model has {n_cls} classes), got {n_target_classes}")
-        if xs.shape[0]:
-            ranked = logits.scatter(1, ys[:, None], float("-inf")).argsort(1, descending=True)[:, :n_t]
-            targets = [ranked[:, j] for j in range(n_t)]
-    best = xs.clone()
-    if xs.shape[0] == 0:
-        return best
-    best_norm = torch.full((xs.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
-    robust = logits.argmax(1) == ys  # misclassified when clean: x itself (distance 0)
-    eps = float(threat.eps)
-    for tgt in targets:
-        for r in range(restarts):
-            if r == 0:
-                starts = xs
-            else:
-                unit = _unit_directions(x, norm, gen)
-                unit = unit if index is None else unit[index]
-                radius = torch.minimum(best_norm, torch.full_like(best_norm, eps)) / 2
-                starts = (xs + radius.view(-1, *([1] * (xs.dim() - 1))) * unit).clamp(0.0, 1.0)
-            todo = (robust & ~(best_norm <= eps)).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            adv, dist = _fab_single(
-                model, xs[todo], ys[todo], starts[todo], norm, eps, steps,
-                None if tgt is None else tgt[todo], alpha_max, eta, beta, stop_within_eps,
-            )
-            better = dist < best_norm[todo]
-            best[todo[better]] = adv[better]
-            best_norm[todo[better]] = dist[better]
+def _within_eps_and_misclassified(model: nn.Module, xs: Tensor, ys: Tensor, best: Tensor, best_norm: Tensor, eps: float) -> Tensor:
+    """The contract: ``best`` where its norm is at most eps, else ``xs``; a returned point that
+    differs from ``xs`` is misclassified on the returned batch (else ``xs`` again)."""
     out = torch.where((best_norm <= eps).view(-1, *([1] * (xs.dim() - 1))), best, xs)
     changed = (out != xs).flatten(1).any(1)
-    if bool(changed.any()):  # the contract: a returned point that differs from x is misclassified
+    if bool(changed.any()):
         with torch.no_grad():
             ok = fooled(model(out[changed]), ys[changed])
-        rows = changed.nonzero().squeeze(1)[~ok]
-        out[rows] = xs[rows]
+        bad = changed.nonzero().squeeze(1)[~ok]
+        out[bad] = xs[bad]
     return out
 
 
-def fab(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    steps: int = 100,
-    targeted: bool = False,
-    n_target_classes: int = 9,
-    restarts: int = 1,
-    alpha_max: float = 0.1,
-    eta: float = 1.05,
-    beta: float = 0.9,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """FAB (``targeted=False``) or FAB-T (Croce & Hein 2020, Alg. 1) for linf, l2 or l1.
+@register
+@dataclass(frozen=True, kw_only=True)
+class FAB(Attack):
+    """FAB: the smallest adversarial perturbation by projections onto linearised boundaries (Croce & Hein, ICML 2020)"""
+
+    name: ClassVar[str] = "fab"
+
+    steps: int = 100
+    targeted: bool = False
+    n_target_classes: int = 9  # FAB-T: the classes of highest clean logit, in turn
+    restarts: int = 1
+    alpha_max: float = 0.1
+    eta: float = 1.05
+    beta: float = 0.9
+    # stop iterating on an example once it has an adversarial within eps (the ensemble's
+    # setting: the same robust flags, fewer iterations, but no longer the smallest found)
+    stop_within_eps: bool = False
+    # use min(n_target_classes, K - 1) targets instead of refusing more (as APGD-T does)
+    clamp_targets: bool = True
+
+    def __post_init__(self) -> None:
+        _check_params(self.steps, self.restarts, self.alpha_max, self.eta, self.beta)
+
+    def perturb(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        generator: torch.Generator | None = None,
+        index: Tensor | None = None,
+    ) -> Tensor:
+        """Each target, then each restart, on the examples with no adversarial within eps yet.
+        Random starts (restarts >= 2) are drawn for every row of ``x``."""
+        norm = _norm_of(threat)
+        x = x.detach()
+        gen = seeded(generator, x.device)
+        xs, ys = rows(x, index), rows(y, index)
+        with torch.no_grad():
+            logits = model(xs) if xs.shape[0] else model(x[:1])
+        targets = self._targets(logits, ys)
+        best = xs.clone()
+        if xs.shape[0] == 0:
+            return best
+        best_norm = torch.full((xs.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
+        robust = logits.argmax(1) == ys  # misclassified when clean: x itself (distance 0)
+        eps = float(threat.eps)
+        for tgt in targets:
+            for r in range(self.restarts):
+                if r == 0:
+                    starts = xs
+                else:  # at distance min(u, eps) / 2 from x, u: the smallest adversarial norm so far
+                    unit = rows(_unit_directions(x, norm, gen), index)
+                    radius = torch.minimum(best_norm, torch.full_like(best_norm, eps)) / 2
+                    starts = (xs + radius.view(-1, *([1] * (xs.dim() - 1))) * unit).clamp(0.0, 1.0)
+                todo = (robust & ~(best_norm <= eps)).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+                adv, dist = _fab_single(
+                    model, xs[todo], ys[todo], starts[todo], norm, eps, self.steps,
+                    None if tgt is None else tgt[todo], self.alpha_max, self.eta, self.beta, self.stop_within_eps,
+                )
+                better = dist < best_norm[todo]
+                best[todo[better]] = adv[better]
+                best_norm[todo[better]] = dist[better]
+        return _within_eps_and_misclassified(model, xs, ys, best, best_norm, eps)
+
+    def _targets(self, logits: Tensor, ys: Tensor) -> list[Tensor | None]:
+        """[None] untargeted; FAB-T: the target class of every row, one tensor per target."""
+        n_cls = int(logits.shape[1])
+        if n_cls < 2:
+            raise UserError(f"FAB needs a model with at least 2 classes, this one has {n_cls}")
+        if not self.targeted:
+            return [None]
+        n_target_classes = self.n_target_classes
+        if isinstance(n_target_classes, bool) or not isinstance(n_target_classes, int):
+            raise UserError(f"n_target_classes: expected an integer in 1..{n_cls - 1}, got {n_target_classes!r}")
+        n_t = min(n_target_classes, n_cls - 1) if self.clamp_targets else n_target_classes
+        if not 1 <= n_t <= n_cls - 1:
+            raise UserError(f"n_target_classes: expected an integer in 1..{n_cls - 1} (the model has {n_cls} classes), got {n_target_classes}")
+        if not ys.shape[0]:
+            return [None]
+        ranked = logits.scatter(1, ys[:, None], float("-inf")).argsort(1, descending=True)[:, :n_t]
+        return [ranked[:, j] for j in range(n_t)]
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class FABT(FAB):
+    """FAB-T: FAB towards each of the top wrong classes in turn, as in AutoAttack's standard version (Croce & Hein 2020)"""
+
+    name: ClassVar[str] = "fab-t"
+
+    targeted: bool = True
+
+
+def fab(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+    """FAB (``targeted=False``) or FAB-T (:class:`FAB`, Croce & Hein 2020, Alg. 1) for linf, l2 or l1.
 
     Returns, per example, the smallest misclassified point found if its ``threat`` norm is at
     most ``threat.eps``, else ``x`` itself (see the module docstring for the exact contract).
     For the minimal adversarial distance regardless of a budget, use ``Linf(1.0)`` or an L2 /
     L1 eps larger than the image diameter. ``n_target_classes`` (FAB-T): 1..K-1 classes of
-    highest clean logit; ``generator`` feeds the random starts of restarts 2, 3, ...
+    highest clean logit (more are refused here; ``clamp_targets=True`` caps them at K - 1);
+    ``generator`` feeds the random starts of restarts 2, 3, ...
     """
-    check_inputs(model, x, y, threat)
-    return fab_run(model, x, y, threat, steps, targeted, n_target_classes, restarts, alpha_max, eta, beta, generator)
+    return FAB(**{"clamp_targets": False, **options})(model, x, y, threat, generator=generator)

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_attacks import BNNet, TinyNet, one_thread, tiny_model  # noqa: F401 (fixture)
+from helpers_attacks import BNNet, TinyNet, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,12 +87,12 @@ def test_ensemble_never_weaker_than_its_strongest_member(seed, eps):
     x, y = eval_data()
     x, y = x[:40], y[:40]
     threat = make_threat("linf", eps)
-    kw = dict(progress=False, seed=seed, checks_enabled=False, batch_size=64, steps=5, n_queries=20)
-    ens = robust_accuracy(model, (x, y), threat, attack="autoattack", n_target_classes=3, **kw)
+    kw = dict(progress=False, seed=seed, checks_enabled=False, batch_size=64)
+    ens = robust_accuracy(model, (x, y), threat, attack="autoattack", n_target_classes=3, steps=5, n_queries=20, **kw)
     members = {
-        "apgd-ce": robust_accuracy(model, (x, y), threat, attack="apgd-ce", **kw)["robust_accuracy"],
-        "apgd-t": robust_accuracy(model, (x, y), threat, attack="apgd-t", n_target_classes=3, **kw)["robust_accuracy"],
-        "square": robust_accuracy(model, (x, y), threat, attack="square", **kw)["robust_accuracy"],
+        "apgd-ce": robust_accuracy(model, (x, y), threat, attack="apgd-ce", steps=5, **kw)["robust_accuracy"],
+        "apgd-t": robust_accuracy(model, (x, y), threat, attack="apgd-t", n_target_classes=3, steps=5, **kw)["robust_accuracy"],
+        "square": robust_accuracy(model, (x, y), threat, attack="square", n_queries=20, **kw)["robust_accuracy"],
     }
     assert ens["robust_accuracy"] <= min(members.values()) + 1e-12, (ens, members)
     # per-attack accuracies after each member never rise along the sequence

@@ -1,4 +1,4 @@
-"""Fixtures for the attack tests: a tiny adversarially trained model on an easy synthetic
+"""Models and data of the attack tests: a tiny adversarially trained model on an easy synthetic
 problem, trained here in a few seconds (FGSM with random start, Wong et al. 2020) and cached.
 
 The problem: 10 classes, 3x12x12 images; class c is a fixed random smooth pattern p_c, an
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,15 +102,6 @@ def eval_data(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 EVAL_EPS = 12 / 255  # the trained model's robust accuracy is well between 0 and clean here
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (two threads spin on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model(seed: int = 0) -> TinyNet:

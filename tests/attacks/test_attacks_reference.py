@@ -1,12 +1,12 @@
 """Against an independent implementation (ART) and known results, on a small adversarially
-trained model (tests/helpers_attacks.py)."""
+trained model (tests/attacks/helpers_attacks.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from helpers_attacks import EVAL_EPS, adv_model, one_thread, eval_data  # noqa: F401 (fixture)
+from helpers_attacks import EVAL_EPS, adv_model, eval_data
 
 from robustlens.attacks import apgd_ce, pgd
 from robustlens.threat import make_threat

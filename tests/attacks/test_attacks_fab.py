@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_attacks import BNNet, adv_model, eval_data, one_thread, tiny_model  # noqa: F401 (fixture)
+from helpers_attacks import BNNet, adv_model, eval_data, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -16,7 +16,7 @@ from torch import nn
 from robustlens.attacks import fab, robust_accuracy
 from robustlens.attacks.autoattack import MEMBERS, STANDARD, run_ensemble
 from robustlens.attacks.evaluate import ATTACKS, normalize_attack
-from robustlens.attacks.fab import fab_run, project_hyperplane_box
+from robustlens.attacks.fab import FAB, project_hyperplane_box
 from robustlens.errors import UserError
 from robustlens.threat import ThreatModel, make_threat
 
@@ -249,7 +249,7 @@ def test_random_restarts_are_keyed_to_rows():
     threat = make_threat("l2", 0.4)
     idx = torch.tensor([1, 4, 5, 9, 11])
     full = fab(model, x, y, threat, steps=4, restarts=3, generator=torch.Generator().manual_seed(7))
-    part = fab_run(model, x, y, threat, steps=4, restarts=3, generator=torch.Generator().manual_seed(7), index=idx)
+    part = FAB(steps=4, restarts=3).perturb(model, x, y, threat, generator=torch.Generator().manual_seed(7), index=idx)
     assert torch.allclose(full[idx], part, atol=1e-6)
 
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers_attacks import one_thread  # noqa: F401 (fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
