@@ -7,20 +7,12 @@ import os
 import time
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from helpers_data import tar_folder, write_image_folder
 from robustlens.data import load_splits
 from robustlens.data.cache import cache_root, entry_dir
-
-
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("ROBUSTLENS_CACHE", str(d))
-    return d
 
 
 def counting(monkeypatch, name):

@@ -5,26 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from robustlens.cli import main
-from robustlens.models import create
 
 SRC = "trifeature:size=16,n_train=0,n_test=24,n_conflict=24"
-
-
-@pytest.fixture()
-def checkpoints(tmp_path):
-    from robustlens.models.checkpoint import save_checkpoint
-
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        m = create("small_cnn", num_classes=10, width=4)
-        p = tmp_path / f"m{seed}.safetensors"
-        save_checkpoint(p, m, {})
-        paths.append(str(p))
-    return paths
 
 
 def test_probe_cli_writes_tables_figures_json(tmp_path, checkpoints):
