@@ -17,6 +17,7 @@
   backprop"): a hit when the map's maximum lies on the object, with a tolerance of 15
   pixels at 224 x 224, scaled to the image: tol = 15 x min(H, W) / 224 (e.g. 2.1 px at
   32 x 32). The object is the ground-truth mask, or the filled box when there is no mask.
+* :func:`object_energy`: the share of a map's |saliency| inside the object mask.
 """
 
 from __future__ import annotations
@@ -142,6 +143,14 @@ def pointing_game(
         d2 = (yy - py) ** 2 + (xx - px) ** 2
         hits[i] = bool((d2[obj] <= tol * tol).any())
     return hits
+
+
+def object_energy(maps: Tensor, masks: Tensor) -> list[float]:
+    """Share of each map's absolute saliency (summed over channels) inside the object mask:
+    ``sum(|a| * mask) / sum(|a|)`` per image, for (N, C, H, W) maps and (N, H, W) masks."""
+    a = maps.abs().sum(1)
+    m = masks.to(a.dtype)
+    return ((a * m).sum(dim=(1, 2)) / a.sum(dim=(1, 2)).clamp_min(1e-12)).tolist()
 
 
 def evaluate_localization(

@@ -17,6 +17,11 @@ Definitions (model-vs-human, ``shape_bias = shape hits / (shape hits + texture h
 
 A ratio whose denominator is zero is ``nan`` (``None`` in JSON). Hit rates (over all images
 used) and the number of images used are reported too.
+
+The study's bias stage uses :func:`model_bias` for its table (batches of 256) and, for its
+contrast sweep, ``model_bias(..., batch_size=500)["shape_bias"]`` (the batch its own copy of
+this function used, so the sweep's numbers stay those of earlier runs; a ``nan`` ratio is
+written as ``None`` either way).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from torch import Tensor, nn
 
 from robustlens.data.base import ImageSet
 from robustlens.errors import UserError
-from robustlens.plot import save_figure
+from robustlens.plot import pyplot, save_figure
 
 
 def _ratio(a: int, b: int) -> float:
@@ -138,35 +143,9 @@ def contrast_sweep(
     return rows
 
 
-def robustlens_train_fn(
-    arch: str = "small_cnn", adv_mode: str = "fgsm-rs", model_kwargs: Mapping[str, Any] | None = None,
-    device: str | torch.device | None = None, **config: Any,
-) -> Callable[[str, ImageSet, float], nn.Module]:
-    """A ``train_fn`` for :func:`contrast_sweep` built on :func:`robustlens.train.train`:
-    mode ``"std"`` trains normally, any other mode with ``adv_mode`` (FGSM-RS by default) at
-    the sweep's eps; ``config`` holds further :class:`robustlens.train.TrainConfig` fields."""
-
-    def train_fn(mode: str, train_set: ImageSet, eps: float) -> nn.Module:
-        from robustlens.models import create
-        from robustlens.train import TrainConfig, train
-
-        cfg = TrainConfig(mode="std", **config) if mode == "std" else TrainConfig(mode=adv_mode, eps=eps, **config)
-        torch.manual_seed(cfg.seed)
-        model = create(arch, train_set.num_classes, **dict(model_kwargs or {}))
-        train(model, train_set, cfg, device=device)
-        return model.eval()
-
-    return train_fn
-
-
 def plot_sweep(rows: Sequence[dict], path: str | Path) -> Path:
     """Shape bias against texture contrast, one line per mode (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     for mode in dict.fromkeys(r["mode"] for r in rows):
         pts = sorted((r["contrast"], r["shape_bias"]) for r in rows if r["mode"] == mode)

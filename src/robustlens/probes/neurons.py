@@ -88,6 +88,13 @@ def smoothness(w: Tensor, cutoff: float = 0.5, pad_to: int = 32) -> dict[str, An
 
 
 # ---------------------------------------------------------------------------- layers
+def first_layer_stats(model: nn.Module) -> dict[str, Any]:
+    """Mean |w| of ``model.first_conv`` (main paper Sec. 4.1: ADV's are smaller), its number
+    of filters and its kernel size (its smoothness: :func:`smoothness`)."""
+    w = model.first_conv.weight.detach().float().cpu()
+    return {"first_layer_norm": float(w.abs().mean()), "filters": int(w.shape[0]), "kernel": list(w.shape[2:])}
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """``dict(model.named_modules())[name]``; a wrong name lists the valid ones."""
     mods = dict(model.named_modules())

@@ -5,8 +5,9 @@
     summary["report"]   # runs/<name>/report.html
 
 Pieces: :mod:`.spec` (TOML spec, defaults, validation), :mod:`.runner` (cached, resumable
-stage DAG), :mod:`.stages` (the stages), :mod:`.claims` (the seeds' claims, checked),
-:mod:`.report` (self-contained HTML). The results.json schema: ``docs/results-schema.md``.
+stage DAG), :mod:`.stages` (one module per stage and the DAG), :mod:`.result` (``StageResult``,
+what a stage returns), :mod:`.claims` (the seeds' claims, checked), :mod:`.report`
+(self-contained HTML). The results.json schema: ``docs/results-schema.md``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ setup and data samples -> clean / robust accuracy -> saliency grids -> feature v
 shape bias -> neuron analysis -> localisation -> generation -> transfer / constructed data
 sets -> the seeds' claims with their numbers and verdicts.
 
+Each section reads its stage's :class:`~robustlens.study.result.StageResult`
+(``StageOutput.stage_result()``): the summary, tables, figures and captions every stage
+carries, and the stage's own numbers (``docs/results-schema.md``) where a section shows them.
 Building it needs no torch and no matplotlib: every figure was drawn by its stage.
 """
 
@@ -17,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from robustlens.study.result import StageResult
 from robustlens.study.runner import StageOutput
 
 CSS = """
@@ -67,21 +71,21 @@ def _img(path: Path, caption: str = "") -> str:
     return f'<figure><img alt="{_esc(caption or path.stem)}" src="data:image/png;base64,{data}">{cap}</figure>'
 
 
-def _figures(out: StageOutput, captions: dict[str, str] | None = None) -> str:
-    """Every figure a stage recorded under ``result["figures"]`` (name -> file), inlined."""
-    figs = out.result.get("figures") or {}
+def _figures(out: StageOutput) -> str:
+    """Every figure a stage recorded (key -> file in its folder), inlined with its caption."""
+    res = out.stage_result()
     parts = []
-    for key, rel in figs.items():
+    for key, rel in (res.figures or {}).items():
         p = out.path(rel)
         if p.exists() and p.suffix.lower() == ".png":
-            parts.append(_img(p, (captions or {}).get(key, out.result.get("captions", {}).get(key, key))))
+            parts.append(_img(p, res.caption(key)))
     return "\n".join(parts)
 
 
 def _not_measured(out: StageOutput | None, what: str) -> str:
     if out is None:
         return f'<p class="nm">{_esc(what)}: not run (disabled in the spec).</p>'
-    return f'<p class="nm">{_esc(what)}: not measured &mdash; {_esc(out.result.get("reason", ""))}</p>'
+    return f'<p class="nm">{_esc(what)}: not measured &mdash; {_esc(out.reason)}</p>'
 
 
 def _model_rows(models: dict, keys: list[tuple[str, str]]) -> str:
@@ -99,7 +103,7 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
     rows = []
     for name, m in models.items():
         tr = o.get(f"train_{name}")
-        info = tr.result if tr is not None and tr.measured else {}
+        info = tr.stage_result().numbers if tr is not None and tr.measured else {}
         rows.append([
             name, m.get("arch"), m.get("checkpoint") or m.get("mode"), info.get("eps", m.get("eps") or spec["threat"]["eps"]),
             info.get("epochs", ""), info.get("parameters", ""), info.get("source", "not measured" if tr is not None else ""),
@@ -110,7 +114,7 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
         + _table(["norm", "eps"], [[spec["threat"]["norm"], spec["threat"]["eps"]]])
     )
     if d is not None and d.measured:
-        r = d.result
+        r = d.stage_result().numbers
         parts.append("<h3>Data</h3>")
         srows = [[split, s.get("images"), ", ".join(str(c) for c in s.get("per_class", []))] for split, s in r.get("splits", {}).items()]
         parts.append(
@@ -124,7 +128,7 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
         parts.append(_not_measured(d, "data"))
     for name in models:
         tr = o.get(f"train_{name}")
-        if tr is not None and tr.measured and tr.result.get("figures"):
+        if tr is not None and tr.measured and tr.stage_result().figures:
             parts.append(f"<h3>Training: {name}</h3>" + _figures(tr))
     return "\n".join(parts)
 
@@ -133,7 +137,7 @@ def _sec_robustness(o: dict[str, StageOutput], spec: dict) -> str:
     out = o.get("robustness")
     if out is None or not out.measured:
         return _not_measured(out, "robustness")
-    r = out.result
+    r = out.stage_result().numbers
     rows = []
     for name, m in r.get("models", {}).items():
         aa = m.get("autoattack") or {}
@@ -153,13 +157,13 @@ def _sec_generic(stage: str, what: str, keys: list[tuple[str, str]] | None = Non
         out = o.get(stage)
         if out is None or not out.measured:
             return _not_measured(out, what)
-        r = out.result
+        res: StageResult = out.stage_result()
         parts = []
-        if r.get("summary"):
-            parts.append(f"<p>{_esc(r['summary'])}</p>")
-        if keys and isinstance(r.get("models"), dict):
-            parts.append(_model_rows(r["models"], keys))
-        for title, tab in (r.get("tables") or {}).items():
+        if res.summary:
+            parts.append(f"<p>{_esc(res.summary)}</p>")
+        if keys and isinstance(res.numbers.get("models"), dict):
+            parts.append(_model_rows(res.numbers["models"], keys))
+        for title, tab in (res.tables or {}).items():
             parts.append(f"<h3>{_esc(title)}</h3>" + _table(tab["header"], tab["rows"]))
         parts.append(_figures(out))
         return "\n".join(parts)

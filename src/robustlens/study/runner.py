@@ -14,9 +14,10 @@ it consumes and the robustlens version. So:
   also get a persistent ``work/<stage>-<hash>/`` folder in which they checkpoint and from
   which they resume.
 
-A stage whose implementation is missing (a package not installed or not written yet) raises
-:class:`NotMeasured`; its outcome is reported as "not measured", never cached, and every
-stage that consumes it is "not measured" too.
+A stage returns a :class:`~robustlens.study.result.StageResult` (or a plain JSON-able dict),
+written to its folder as ``result.json``. A stage that cannot run on this data (no masks, no
+cue-conflict split, no judge model) raises :class:`NotMeasured`; its outcome is reported as
+"not measured", never cached, and every stage that consumes it is "not measured" too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from robustlens.errors import UserError
+from robustlens.study.result import StageResult
 
 
 class NotMeasured(Exception):
@@ -40,10 +42,11 @@ class NotMeasured(Exception):
 
 @dataclass
 class StageDef:
-    """One node of the DAG: ``fn(ctx) -> dict`` (JSON-able) computed from ``params`` and ``deps``."""
+    """One node of the DAG: ``fn(ctx) -> StageResult`` (or a JSON-able dict) computed from
+    ``params`` and ``deps``."""
 
     name: str
-    fn: Callable[["StageContext"], dict]
+    fn: Callable[["StageContext"], "StageResult | dict"]
     params: dict = field(default_factory=dict)
     deps: tuple[str, ...] = ()
     title: str = ""
@@ -63,6 +66,15 @@ class StageOutput:
     @property
     def measured(self) -> bool:
         return self.status in ("done", "cached")
+
+    @property
+    def reason(self) -> str:
+        """Why the stage was not measured ("" when it was)."""
+        return "" if self.measured else str(self.result.get("reason", ""))
+
+    def stage_result(self) -> StageResult:
+        """The typed form of ``result``: numbers, notes, summary, tables, figures, captions."""
+        return StageResult.from_dict(self.result)
 
     def path(self, relative: str) -> Path:
         if self.dir is None:
@@ -273,8 +285,10 @@ class Runner:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if isinstance(result, StageResult):
+            result = result.to_dict()
         if not isinstance(result, dict):
-            raise TypeError(f"stage {s.name} returned {type(result).__name__}, expected a dict")
+            raise TypeError(f"stage {s.name} returned {type(result).__name__}, expected a StageResult or a dict")
         from robustlens.io import write_json_atomic
 
         write_json_atomic(tmp / "result.json", result)
@@ -306,18 +320,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def require(module: str, what: str) -> Any:
-    """Import ``module`` or raise :class:`NotMeasured` saying that ``what`` is unavailable."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            raise NotMeasured(f"{what}: module {module} is not available ({e})") from None
-        raise
 
 
 def check_run_dir(path: Path) -> None:

@@ -27,11 +27,10 @@ from typing import Any
 
 from robustlens._eps import parse_eps, parse_threat_spec  # noqa: F401  (parse_threat_spec is re-exported)
 from robustlens.errors import UserError
+from robustlens.names import CONSTRUCT_KINDS, SALIENCY_METHODS, TRAIN_MODES, TRANSFER_VARIANTS  # noqa: F401  (re-exported)
+from robustlens.registry import unknown_name
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default.toml")
-
-SALIENCY_METHODS = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam")
-TRAIN_MODES = ("std", "fgsm", "fgsm-rs", "pgd", "trades")
 
 
 @dataclass
@@ -497,9 +496,7 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
                 fail(t, "checkpoint", f"checkpoint {m.checkpoint!r} does not exist (looked at {looked})")
             m.checkpoint = str(p)
         elif m.mode not in TRAIN_MODES:
-            close = difflib.get_close_matches(m.mode, TRAIN_MODES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            fail(t, "mode", f"unknown training mode {m.mode!r}{hint}; expected one of {', '.join(TRAIN_MODES)}")
+            fail(t, "mode", str(unknown_name("training mode", m.mode, TRAIN_MODES)))
         if m.eps != "":
             try:
                 parse_eps(m.eps, name=f"models.{name}.eps")
@@ -516,11 +513,9 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
     for sname in ("saliency", "sanity"):
         for meth in getattr(st, sname).methods:
             if meth not in SALIENCY_METHODS:
-                close = difflib.get_close_matches(meth, SALIENCY_METHODS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                fail(("stages", sname), "methods", f"unknown method {meth!r}{hint}; expected {', '.join(SALIENCY_METHODS)}")
+                fail(("stages", sname), "methods", str(unknown_name("method", meth, SALIENCY_METHODS)))
     if st.localisation.method not in SALIENCY_METHODS:
-        fail(("stages", "localisation"), "method", f"unknown method {st.localisation.method!r}")
+        fail(("stages", "localisation"), "method", str(unknown_name("method", st.localisation.method, SALIENCY_METHODS)))
     if st.generation.judge and st.generation.judge not in spec.models:
         fail(("stages", "generation"), "judge", f"no model {st.generation.judge!r} in [models] ({', '.join(spec.models)})")
     for sname in ("robustness", "transforms", "bias", "neurons", "saliency", "sanity", "localisation", "generation"):
@@ -539,13 +534,9 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         fail(("stages", "robustness"), "pgd_steps", "expected a positive number of steps")
     for v in st.transfer.variants:
         if v not in TRANSFER_VARIANTS:
-            fail(("stages", "transfer"), "variants", f"unknown variant {v!r}; expected std, adv, std+std, adv+adv, std+adv")
+            fail(("stages", "transfer"), "variants", str(unknown_name("variant", v, TRANSFER_VARIANTS)))
     _check_transfer(spec, fail)
     _check_construct(spec, fail)
-
-
-TRANSFER_VARIANTS = ("std", "adv", "std+std", "adv+adv", "std+adv")
-CONSTRUCT_KINDS = ("robust", "det", "rand")
 
 
 def transfer_second_models(spec: Spec) -> dict[str, str]:
@@ -604,9 +595,7 @@ def _check_construct(spec: Spec, fail) -> None:
     tab = ("stages", "construct")
     for kind in c.datasets:
         if kind not in CONSTRUCT_KINDS:
-            close = difflib.get_close_matches(kind, CONSTRUCT_KINDS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            fail(tab, "datasets", f"unknown data set {kind!r}{hint}; expected robust, det, rand")
+            fail(tab, "datasets", str(unknown_name("data set", kind, CONSTRUCT_KINDS)))
     if len(set(c.datasets)) != len(c.datasets):
         fail(tab, "datasets", f"data sets repeat: {c.datasets}")
     if c.enabled and not c.datasets:

@@ -1,4 +1,4 @@
-"""Shared fixtures for the study tests: a tiny spec that runs end to end in seconds."""
+"""The tiny study spec (runs end to end in seconds) and its writers; the fixtures in conftest.py hand them to the tests."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers_study import write_tiny_transfer_spec
 from robustlens.study import load_spec, run_study
 from robustlens.study.spec import SALIENCY_METHODS
 
@@ -35,7 +34,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, one_thread):
+def tiny_run(tmp_path_factory, one_thread, write_tiny_transfer_spec):
     folder = tmp_path_factory.mktemp("study")
     spec_path = write_tiny_transfer_spec(folder)
     log = io.StringIO()

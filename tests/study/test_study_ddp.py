@@ -10,8 +10,6 @@ import socket
 import subprocess
 import sys
 
-from helpers_study import write_tiny_spec
-
 # Only what training needs: data, three models (std, adv and a third STD one) and one cheap probe.
 # (A generation judge would not be trained: the generation stage is disabled.)
 DISABLE = "".join(f"[stages.{s}]\nenabled = false\n" for s in
@@ -24,7 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spec(tmp_path):
+def _spec(tmp_path, write_tiny_spec):
     p = write_tiny_spec(tmp_path, **{"[stages.transforms]": "[stages.transforms_unused]"})
     text = p.read_text().replace("[stages.transforms_unused]", "[stages.transforms]")
     # the tiny spec sets keys of the disabled stages; drop those tables and disable them
@@ -34,8 +32,8 @@ def _spec(tmp_path):
     return p
 
 
-def test_study_trains_under_torchrun_with_two_gloo_processes(tmp_path):
-    spec = _spec(tmp_path)
+def test_study_trains_under_torchrun_with_two_gloo_processes(tmp_path, write_tiny_spec):
+    spec = _spec(tmp_path, write_tiny_spec)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "robustlens.cli", "study", str(spec), "--device", "cpu"]

@@ -11,7 +11,7 @@ import pytest
 from robustlens.errors import UserError
 from robustlens.study.spec import DEFAULT_SPEC_PATH, Spec, load_spec, parse_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_empty_spec_is_the_dataclass_default():

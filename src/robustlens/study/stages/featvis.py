@@ -1,0 +1,77 @@
+"""The ``featvis`` stage: first-layer filter grids and deeper channels by gradient ascent
+(Erhan et al. 2009; main paper Fig. 3-4) through :func:`robustlens.explain.featvis.visualize_channels`,
+with each visualisation's high-frequency share (:func:`robustlens.explain.featvis.hf_share`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from robustlens.study.result import StageResult
+from robustlens.study.runner import StageContext
+from robustlens.study.spec import Spec
+from robustlens.study.stages.context import analysed, analysis_deps, load_data
+
+NAME = "featvis"
+
+
+def params(spec: Spec) -> dict:
+    return dataclasses.asdict(spec.stages.featvis)
+
+
+def deps(spec: Spec) -> tuple[str, ...]:
+    return analysis_deps(spec)
+
+
+def run(ctx: StageContext) -> StageResult:
+    """First-layer filter grids and deeper channels by gradient ascent (Erhan et al. 2009; main Fig. 3-4)."""
+    models = analysed(ctx)
+    figures: dict[str, str] = {}
+    captions: dict[str, str] = {}
+    for n, m in models.items():
+        _filters(ctx, n, m, figures, captions)
+    channels: dict[str, Any] = {}
+    for n, m in models.items():
+        channels[n] = _channels(ctx, n, m, figures, captions)
+    notes: list[str] = []
+    return StageResult({"models": list(models), "channels": channels}, notes=notes, figures=figures, captions=captions,
+                       summary=" ".join(notes), order=("notes", "figures", "captions", "summary", "tables"))
+
+
+def _filters(ctx: StageContext, n: str, m, figures: dict, captions: dict) -> None:
+    """The first-layer filters of an RGB model, each min-max scaled."""
+    from robustlens.explain.render import image_grid
+
+    w = m.first_conv.weight.detach().float().cpu()
+    if w.shape[1] != 3:
+        return
+    lo, hi = w.amin(dim=(1, 2, 3), keepdim=True), w.amax(dim=(1, 2, 3), keepdim=True)
+    # One common scale across models would hide the shapes; per-filter min-max as Lucid does.
+    vis = (w - lo) / (hi - lo).clamp_min(1e-12)
+    f = f"filters_{n}.png"
+    image_grid(vis, ctx.out / f, ncol=min(16, w.shape[0]), title=f"{n}: first-layer filters", cell=0.6)
+    figures[f"filters_{n}"] = f
+    captions[f"filters_{n}"] = f"{n}: first-layer filters (each min-max scaled)."
+
+
+def _channels(ctx: StageContext, n: str, m, figures: dict, captions: dict) -> dict:
+    """Inputs maximising the first channels of each layer (default: the last convolution)."""
+    from robustlens.explain.featvis import hf_share, visualize_channels
+    from robustlens.explain.render import image_grid
+    from robustlens.explain.saliency import find_layer, last_conv_name
+
+    p = ctx.params
+    size = load_data(ctx.shared)["train"].resolution[0]
+    out = {}
+    for layer in p["layers"] or [last_conv_name(m)]:
+        mod = find_layer(m, layer)
+        width = int(getattr(mod, "out_channels", getattr(mod, "num_features", 8)))  # a torch layer's channel count
+        chans = list(range(min(p["channels"], width)))
+        imgs = visualize_channels(m, layer, chans, size=size, steps=p["steps"], seed=p["seed"])
+        f = f"channels_{n}_{layer.replace('.', '_')}.png"
+        image_grid(imgs.cpu(), ctx.out / f, ncol=min(8, len(chans)), labels=[str(c) for c in chans],
+                   title=f"{n}: {layer}, channels 0..{len(chans) - 1}")
+        figures[f"channels_{n}_{layer}"] = f
+        captions[f"channels_{n}_{layer}"] = f"{n}: inputs maximising channels of {layer} (gradient ascent, {p['steps']} steps)."
+        out[layer] = {"channels": chans, "hf_share": hf_share(imgs)}
+    return out

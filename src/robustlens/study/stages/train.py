@@ -1,0 +1,125 @@
+"""The ``train_<model>`` stages: train a model of the spec (resumable) or load its checkpoint.
+
+One stage per model of ``[models]`` (helper models only when a stage uses them; see
+:mod:`.dag`). Training goes through :func:`robustlens.train.train` with a
+:class:`~robustlens.train.TrainConfig` built from the model's spec; the stage's work folder
+holds the trainer's resume state, so a killed study resumes mid-training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from robustlens.errors import UserError
+from robustlens.study.result import StageResult
+from robustlens.study.runner import StageContext
+from robustlens.study.stages.context import accuracy, device, eval_subset, is_time_key, load_data
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Train model ``params["model"]`` (resumable through its work folder) or load its checkpoint."""
+    if ctx.params["spec"]["checkpoint"]:
+        return _load(ctx)
+    return _train(ctx)
+
+
+def _load(ctx: StageContext) -> StageResult:
+    """A model given by ``models.<name>.checkpoint``: its metadata and accuracy."""
+    from robustlens.models.checkpoint import load_checkpoint
+
+    p = ctx.params
+    name, m = p["model"], p["spec"]
+    train_set = load_data(ctx.shared)["train"]
+    model, meta = load_checkpoint(m["checkpoint"], device="cpu")
+    check_checkpoint_classes(m["checkpoint"], meta, list(train_set.classes), f"models.{name}.checkpoint")
+    test = eval_subset(ctx.shared, 1000)
+    model.eval()
+    training = meta.get("training") or {}
+    return StageResult({
+        "model": name, "source": "checkpoint", "checkpoint": m["checkpoint"], "sha256": p.get("checkpoint_sha256", ""),
+        "arch": meta.get("arch", model.arch), "parameters": sum(t.numel() for t in model.parameters()),
+        "eps": training.get("eps", ""), "epochs": training.get("epochs", ""),
+        "test_accuracy_1000": accuracy(model, test.float(), test.labels),
+    }, figures={})
+
+
+def train_config(ctx: StageContext):
+    """The :class:`~robustlens.train.TrainConfig` of the model's spec (0 / "" = the trainer's default)."""
+    from robustlens.train import TrainConfig
+
+    p = ctx.params
+    m = p["spec"]
+    kw: dict[str, Any] = dict(mode=m["mode"], threat=p["threat_norm"], seed=int(m["seed"]))
+    if m["mode"] != "std":
+        kw["eps"] = p["eps"]
+    for key in ("epochs", "batch_size"):
+        if m[key]:
+            kw[key] = int(m[key])
+    if m["lr"]:
+        kw["lr"] = float(m["lr"])
+    if m["schedule"]:
+        kw["schedule"] = m["schedule"]
+    kw.update(m["train_options"])
+    try:
+        return TrainConfig(**kw)
+    except TypeError as e:
+        raise UserError(f"models.{p['model']}.train_options: {e}") from None
+
+
+def _train(ctx: StageContext) -> StageResult:
+    """Train the model (resuming a killed run of this stage), save it, measure it."""
+    import torch
+    import torch.distributed as dist
+
+    from robustlens.models import create
+    from robustlens.models.checkpoint import save_checkpoint
+    from robustlens.train import train
+
+    p = ctx.params
+    name, m = p["model"], p["spec"]
+    train_set = load_data(ctx.shared)["train"]
+    dev = device(ctx)
+    torch.manual_seed(int(m["seed"]))
+    extra = {"in_channels": train_set.channels} if m["arch"] == "small_cnn" else {}
+    model = create(m["arch"], num_classes=train_set.num_classes, **extra, **m["arch_options"])
+    cfg = train_config(ctx)
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    # resume only a run this stage started before (a killed study); a fresh stage starts quietly
+    resume = (Path(ctx.work) / "state.safetensors").exists()
+    processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    res = train(model, train_set, cfg, out_dir=ctx.work, resume=resume, device=dev)
+    if ctx.shared.get("dist_worker"):  # another torchrun rank: rank 0 writes the stage
+        return StageResult()
+    model.eval()
+    history = [{k: v for k, v in e.items() if not is_time_key(k)} for e in res.history]
+    resolved = {k: v for k, v in res.config.to_dict().items() if k not in ("progress", "log", "tensorboard")}
+    save_checkpoint(ctx.out / "model.safetensors", model, {"training": resolved, "model_name": name, "classes": list(train_set.classes)})
+    figures = {"history": _plot_history(history, ctx.out / "history.png", name)} if history else {}
+    test = eval_subset(ctx.shared, 1000)
+    return StageResult({
+        "model": name, "source": "trained", "checkpoint": "model.safetensors", "arch": m["arch"], "mode": m["mode"],
+        "eps": p["eps"] if m["mode"] != "std" else 0.0, "epochs": resolved.get("epochs", m["epochs"]),
+        "parameters": sum(t.numel() for t in model.parameters()), "config": resolved, "history": history,
+        "processes": processes,  # > 1: trained under torchrun (DistributedDataParallel)
+        "test_accuracy_1000": accuracy(model.to(dev), test.float(device=dev), test.labels.to(dev)),
+    }, figures=figures, captions={"history": f"{name}: per-epoch training metrics."})
+
+
+def _plot_history(history: list[dict], path: Path, name: str) -> str:
+    from robustlens.plot import line_chart
+
+    keys = [k for k in history[0] if k not in ("epoch", "step", "lr") and isinstance(history[0][k], (int, float))][:4]
+    series = {k: [[e.get("epoch", i), e.get(k)] for i, e in enumerate(history)] for k in keys}
+    return line_chart(series, path, figsize=(5, 3), xlabel="epoch", title=f"training: {name}", legend_fontsize=7).name
+
+
+def check_checkpoint_classes(path: str, meta: dict, classes: list[str], where: str) -> None:
+    """A checkpoint must predict exactly the data's classes (same count; same names if it has names)."""
+    ck = meta.get("classes")
+    n = meta.get("num_classes", len(ck) if ck else None)
+    if n is not None and int(n) != len(classes):
+        raise UserError(f"{where}: {path} predicts {n} classes but the data has {len(classes)} ({', '.join(classes[:10])}...)")
+    if ck and list(ck) != list(classes):
+        diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(ck, classes)) if a != b][:3]
+        raise UserError(f"{where}: {path} has classes that do not match the data's ({'; '.join(diff)})")
