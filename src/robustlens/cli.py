@@ -29,15 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-
-
 def _selected_command(argv: list[str]) -> str | None:
     """The subcommand named in ``argv`` (the first token that is not an option), if any."""
     for token in argv:
@@ -61,9 +52,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or only == name:
-            mod = _load(module)
-            if mod is not None:
-                mod.configure(p)
+            importlib.import_module(module).configure(p)
         p.set_defaults(_module=module, _name=name)
     return parser
 
@@ -74,13 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     command = _selected_command(argv)
     parser = build_parser(only=command or "")
     args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
+    if not args.command:
         parser.print_help()
         return 0
-    mod = _load(args._module)
-    if mod is None:
-        print(f"robustlens {args._name}: {args._name} not implemented yet", file=sys.stderr)
-        return 3
+    mod = importlib.import_module(args._module)
     try:
         return int(mod.run(args) or 0)
     except UserError as e:

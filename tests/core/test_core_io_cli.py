@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_user_error_is_one_line_exit_2(capsys, monkeypatch):
             raise UserError("--eps: expected a number, got 'x'")
 
     monkeypatch.setitem(cli.COMMANDS, "fake", ("fake_module_for_test", "test"))
-    monkeypatch.setattr(cli, "_load", lambda m: Fake if m == "fake_module_for_test" else None)
+    monkeypatch.setitem(sys.modules, "fake_module_for_test", Fake)  # what importlib.import_module returns
     assert cli.main(["fake"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "robustlens fake: error: --eps: expected a number, got 'x'"
