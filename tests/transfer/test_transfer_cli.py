@@ -8,13 +8,9 @@ import json
 import pytest
 import torch
 
-import helpers_transfer
 from helpers_transfer import tiny_model
 from robustlens.cli import main
 from robustlens.transfer.cli import parse_backbones, parse_target
-
-
-_one_thread = pytest.fixture(autouse=True)(helpers_transfer.one_thread)
 
 TINY = "trifeature:n_train=30,n_test=20,n_conflict=10"
 
