@@ -1,5 +1,10 @@
 """Training: standard and adversarial (FGSM, FGSM-RS, PGD, TRADES) in one readable loop.
 
+``config`` (:class:`TrainConfig`, per-data-set defaults), ``schedule`` (learning rate as a
+function of the step), ``step`` (:func:`sgd_step`: the one optimiser step every fit shares,
+configured by a :class:`Recipe`), ``loop`` (:func:`train`), ``state`` (checkpoints and the
+resumable state), ``distributed`` (DDP helpers).
+
     from robustlens.train import train, TrainConfig, train_model
     model, result = train_model("trifeature", "small_cnn", mode="fgsm-rs", eps="8/255")
     result = train(model, train_set, TrainConfig(mode="pgd", epochs=10), out_dir="runs/pgd")
@@ -12,19 +17,27 @@ from pathlib import Path
 from torch import nn
 
 from robustlens.train.config import ADVERSARIAL_MODES, DEFAULTS, MODES, SCHEDULES, TrainConfig
-from robustlens.train.loop import TrainResult, perturb, perturb_trades, train
+from robustlens.train.loop import TrainResult, make_optimizer, save_model, train
 from robustlens.train.schedule import Schedule
+from robustlens.train.step import EpochMeter, Nets, Recipe, StepOutput, perturb, perturb_trades, sgd_step
 
 __all__ = [
     "ADVERSARIAL_MODES",
     "DEFAULTS",
     "MODES",
     "SCHEDULES",
+    "EpochMeter",
+    "Nets",
+    "Recipe",
     "Schedule",
+    "StepOutput",
     "TrainConfig",
     "TrainResult",
+    "make_optimizer",
     "perturb",
     "perturb_trades",
+    "save_model",
+    "sgd_step",
     "train",
     "train_model",
 ]

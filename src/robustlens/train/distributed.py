@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node N -m robustlens train ...`` sets ``WORLD_SIZE``, ``RANK`` and
 ``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on CUDA, gloo on CPU), and
 the loop wraps the model in DDP, gives each rank a disjoint shard of every epoch's
-permutation, and lets rank 0 alone write checkpoints and logs. ``batch_size`` stays the
+permutation (``TensorLoader(distributed=(rank, world))``), and lets rank 0 alone write checkpoints and logs. ``batch_size`` stays the
 global batch: each rank takes ``batch_size // world`` images per step, and DDP averages the
 gradients, so one step equals one single-process step on the concatenated batch (up to
 batch-norm statistics, which stay per rank as in torchvision's reference scripts).
@@ -98,19 +98,6 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
 
     ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
     return DDP(model, device_ids=ids)
-
-
-def shard(indices: Tensor, batch_size: int, info: DistInfo) -> Tensor:
-    """This rank's share of an epoch permutation: whole global batches, interleaved by rank.
-
-    The permutation is cut to a multiple of ``batch_size * world``; global batch ``b`` is
-    ``indices[b * B * W : (b + 1) * B * W]`` and rank ``r`` takes its ``r``-th slice of ``B``.
-    """
-    if not info.enabled:
-        return indices
-    per = batch_size * info.world
-    n = (len(indices) // per) * per
-    return indices[:n].view(-1, info.world, batch_size)[:, info.rank].reshape(-1)
 
 
 def all_sum(values: Tensor, info: DistInfo) -> Tensor:

@@ -1,56 +1,59 @@
 """One training loop for standard and adversarial training, readable top to bottom.
 
 In the spirit of fast_adversarial's ``train_fgsm.py`` and Keller Jordan's airbench: no
-callback framework, one function (:func:`train`) that reads as the algorithm does.
+callback framework; :func:`train` reads as a list of steps: resolve the hyper-parameters
+(:class:`~robustlens.train.config.TrainConfig`), build the loader, the model's forwards, the
+optimiser and the schedule, resume, then for each epoch run the epoch, check it, checkpoint.
+Each optimiser step is :func:`robustlens.train.step.sgd_step` (the inner maximisation on
+input gradients, then one SGD step; Madry et al. 2018, Eq. 2.1), the step the transfer and
+fusion fits share.
 
-Per step (Madry et al. 2018, Eq. 2.1: ``min_theta E max_{delta in S} L(theta, x + delta, y)``):
-
-1. the inner maximisation builds ``x_adv`` with gradients taken w.r.t. the *input only*
-   (``torch.autograd.grad(loss, x_adv)``), so no weight gradients are computed for the
-   attack; FGSM-RS then costs about two standard steps (DESIGN: 1.85x small CNN) instead of
-   ~2.2x when ``loss.backward()`` is used as in fast_adversarial;
-2. the outer minimisation is one SGD step on the adversarial (or mixed) batch.
-
-Modes: ``std``; ``fgsm`` (zero start, step eps: the main paper's ADV); ``fgsm-rs`` (uniform
-random start, step 1.25 eps, projection: Wong et al. 2020, Alg. 3); ``pgd`` (k steps of
-2.5 eps / k from a random start: Madry et al. 2018); ``trades`` (Zhang et al. 2019, Eq. 5:
-``CE(f(x), y) + beta * KL(f(x) || f(x'))``, ``x'`` maximising the KL by PGD-k from
-``x + 0.001 N(0, 1)``, model in eval mode during the attack as in the authors' code).
+After every epoch a PGD check on a fixed held-out batch watches for catastrophic overfitting
+(Wong et al. 2020): a drop of the robust accuracy by more than ``co_threshold`` below the best
+so far is logged, and stops training with the best weights when ``early_stop`` is on.
 
 Reproducibility and resume: the data order comes from ``(seed, epoch)`` (the loader), the
 random starts from a generator re-seeded from ``(seed, rank, step)`` at every step, the
 learning rate is a pure function of the step; so the training state is the model, the
 optimiser buffers, the step and the metric sums so far. It is written atomically to
-``state.safetensors`` (one file: tensors + JSON metadata) at every epoch end and every
+``state.safetensors`` (:mod:`robustlens.train.state`) at every epoch end and every
 ``save_every`` steps; a resumed run ends with bit-identical weights on CPU.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustlens.attacks.pgd import pgd
 from robustlens.data.base import ImageSet
+from robustlens.data.loader import TensorLoader
 from robustlens.errors import UserError
-from robustlens.io import atomic_path, versions, write_json_atomic
+from robustlens.evalmode import eval_mode
+from robustlens.io import versions, write_json_atomic
 from robustlens.threat import ThreatModel, make_threat
 from robustlens.train import distributed
 from robustlens.train.config import TrainConfig, config_differences, data_kind
 from robustlens.train.distributed import DistInfo
 from robustlens.train.schedule import Schedule
+from robustlens.train.state import (
+    STATE_FORMAT,
+    load_state,
+    restore,
+    run_key,
+    save_model,
+    save_state,
+    tensorboard,
+    write_metrics,
+)
+from robustlens.train.step import EpochMeter, Nets, Recipe, autocast, sgd_step
 
-STATE_FORMAT = "robustlens-train-state/1"
-FGSM_MODES = ("fgsm", "fgsm-rs")
+__all__ = ["TrainResult", "make_optimizer", "save_model", "train"]
 
 
 # --------------------------------------------------------------------------------------
@@ -116,64 +119,10 @@ def _mix(*values: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-def _crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Random crop with zero padding ``pad`` and random horizontal flip, vectorised."""
-    n, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device).to(x.device)
-    flip = torch.rand(n, generator=generator, device=generator.device).to(x.device) < 0.5
-    rows = oy[:, None] + torch.arange(h, device=x.device)
-    cols = ox[:, None] + torch.arange(w, device=x.device)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    idx_n = torch.arange(n, device=x.device)[:, None, None, None]
-    idx_c = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-class _ShardedBatches:
-    """Deterministic batches from an :class:`ImageSet` held on ``device``.
-
-    Used when ``robustlens.data.loader.TensorLoader`` is missing or cannot shard across
-    ranks. Epoch ``e`` is a permutation drawn from ``(seed, e)``; ``epoch(e, start=k)``
-    skips the first ``k`` batches (resume); under DDP each rank takes a disjoint shard
-    (:func:`robustlens.train.distributed.shard`). Augmentation draws from ``(seed, e, b)``.
-    """
-
-    def __init__(self, images: ImageSet, batch_size: int, seed: int, augment: bool, device: torch.device, info: DistInfo) -> None:
-        self.images = images.images.to(device)
-        self.labels = images.labels.to(device)
-        self.batch_size, self.seed, self.augment, self.device, self.info = batch_size, seed, augment, device, info
-
-    def __len__(self) -> int:
-        return len(self.labels) // (self.batch_size * self.info.world)
-
-    def epoch(self, e: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        g = torch.Generator().manual_seed(_mix(self.seed, e))
-        perm = distributed.shard(torch.randperm(len(self.labels), generator=g), self.batch_size, self.info).to(self.device)
-        for b in range(start, len(self)):
-            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.images[idx].float().div_(255.0)
-            if self.augment:
-                x = _crop_flip(x, torch.Generator(self.device).manual_seed(_mix(self.seed, e, b, 1)))
-            yield x, self.labels[idx]
-
-
-def _make_loader(images: ImageSet, batch_size: int, cfg: TrainConfig, device: torch.device, info: DistInfo):
-    """The data helper's TensorLoader (drop_last, sharded when it supports it), else ours."""
-    try:
-        from robustlens.data.loader import TensorLoader
-    except ImportError:
-        return _ShardedBatches(images, batch_size, cfg.seed, bool(cfg.augment), device, info)
-    import inspect
-
-    params = inspect.signature(TensorLoader).parameters
-    if info.enabled and "distributed" not in params:
-        return _ShardedBatches(images, batch_size, cfg.seed, bool(cfg.augment), device, info)
-    kw = dict(batch_size=batch_size, shuffle=True, seed=cfg.seed, augment=bool(cfg.augment), device=device, drop_last=True)
-    if info.enabled:
-        kw["distributed"] = (info.rank, info.world)
-    return TensorLoader(images, **kw)
+def _make_loader(images: ImageSet, batch_size: int, cfg: TrainConfig, device: torch.device, info: DistInfo) -> TensorLoader:
+    """Full batches only (drop_last); under DDP each rank takes a disjoint shard of every epoch."""
+    return TensorLoader(images, batch_size=batch_size, shuffle=True, seed=cfg.seed, augment=bool(cfg.augment), device=device,
+                        drop_last=True, distributed=(info.rank, info.world) if info.enabled else None)
 
 
 def _split_check(train_set: ImageSet, val_set: ImageSet | None, cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
@@ -195,110 +144,21 @@ def _split_check(train_set: ImageSet, val_set: ImageSet | None, cfg: TrainConfig
     return train_set.subset(perm[k:].sort().values), train_set.subset(perm[:k].sort().values)
 
 
-# --------------------------------------------------------------------------------------
-# The inner maximisation (input gradients only)
-# --------------------------------------------------------------------------------------
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def perturb(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    mode: str,
-    threat: ThreatModel,
-    step_size: float,
-    steps: int,
-    generator: torch.Generator | None = None,
-    amp: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Adversarial examples for training, and the logits of the attack's first forward.
-
-    ``fgsm``: ``x + step * dir(grad L(x))`` (Goodfellow et al. 2015), start at ``x`` itself, so
-    the first logits are the clean ones. ``fgsm-rs``: start uniform in the ball, one step,
-    project (Wong et al. 2020). ``pgd``: ``steps`` projected steps from a random start
-    (Madry et al. 2018). The model's train/eval mode is left as it is.
-    """
-    x_adv = x.clone() if mode == "fgsm" else threat.random_init(x, generator)
-    n_steps = 1 if mode in FGSM_MODES else steps
-    first = None
-    for _ in range(n_steps):
-        x_adv.requires_grad_(True)
-        with _autocast(x.device, amp):
-            logits = model(x_adv)
-            loss = F.cross_entropy(logits.float(), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        if first is None:
-            first = logits.detach()
-        x_adv = threat.project(threat.ascent_step(x_adv.detach(), grad, step_size), x)
-    return x_adv.detach(), first
-
-
-def perturb_trades(
-    model: nn.Module,
-    x: Tensor,
-    threat: ThreatModel,
-    step_size: float,
-    steps: int,
-    generator: torch.Generator | None = None,
-    amp: bool = False,
-) -> Tensor:
-    """TRADES' inner maximisation: ``argmax_{x' in ball} KL(f(x) || f(x'))`` by PGD-k.
-
-    Zhang et al. 2019, Alg. 1 / the authors' ``trades.py``: start at ``x + 0.001 N(0, I)``,
-    sign steps on ``KL(softmax f(x) || softmax f(x'))`` (sum reduction), projected.
-    """
-    with torch.no_grad(), _autocast(x.device, amp):
-        p_clean = F.softmax(model(x).float(), dim=1)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    x_adv = threat.project(x + 0.001 * noise, x)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with _autocast(x.device, amp):
-            log_q = F.log_softmax(model(x_adv).float(), dim=1)
-        loss = F.kl_div(log_q, p_clean, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = threat.project(threat.ascent_step(x_adv.detach(), grad, step_size), x)
-    return x_adv.detach()
-
-
 def _pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps: int, seed: int, batch: int, amp: bool) -> tuple[float, float]:
-    """(clean, PGD-``steps``) accuracy on ``(x, y)``, model in eval mode, fixed random start.
-
-    Uses ``robustlens.attacks.pgd`` when it exists, else :func:`perturb` in ``pgd`` mode
-    (the same algorithm: step 2.5 eps / k, uniform random start, cross-entropy).
-    """
-    try:
-        from robustlens.attacks import pgd as attack_pgd
-    except ImportError:
-        attack_pgd = None
+    """(clean, PGD-``steps``) accuracy on ``(x, y)``, model in eval mode, fixed random start:
+    :func:`robustlens.attacks.pgd` with step 2.5 eps / k (Madry et al. 2018)."""
     step = 2.5 * threat.eps / steps
     gen = torch.Generator(x.device).manual_seed(_mix(seed, 0xC0C0))
-    was_training = model.training
-    model.eval()
     clean = robust = 0
-    try:
+    with eval_mode(model):
         for i in range(0, len(y), batch):
             xb, yb = x[i : i + batch], y[i : i + batch]
-            with torch.no_grad(), _autocast(x.device, amp):
+            with torch.no_grad(), autocast(x.device, amp):
                 clean += int((model(xb).argmax(1) == yb).sum())
-            if attack_pgd is not None and callable(attack_pgd):
-                xa = attack_pgd(model, xb, yb, threat, steps=steps, step_size=step, generator=gen)
-            else:
-                xa, _ = perturb(model, xb, yb, "pgd", threat, step, steps, gen, amp)
-            with torch.no_grad(), _autocast(x.device, amp):
+            xa = pgd(model, xb, yb, threat, steps=steps, step_size=step, generator=gen)
+            with torch.no_grad(), autocast(x.device, amp):
                 robust += int((model(xa).argmax(1) == yb).sum())
-    finally:
-        model.train(was_training)
     return clean / len(y), robust / len(y)
-
-
-# --------------------------------------------------------------------------------------
-# Optimiser, checkpoints, training state
-# --------------------------------------------------------------------------------------
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -314,128 +174,314 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-def _cpu_tensors(prefix: str, sd: dict) -> dict[str, Tensor]:
-    return {f"{prefix}{k}": v.detach().to("cpu").contiguous() for k, v in sd.items() if isinstance(v, Tensor)}
-
-
-def save_model(path: Path, model: nn.Module, meta: dict) -> None:
-    """A model checkpoint (safetensors + JSON sidecar) through the models helper when present."""
-    from robustlens.models import ImageClassifier, available
-
-    try:
-        from robustlens.models.checkpoint import save_checkpoint
-    except ImportError:
-        save_checkpoint = None
-    if save_checkpoint is not None and isinstance(model, ImageClassifier) and model.arch in available():
-        save_checkpoint(path, model, meta)
-        return
-    # Models outside the zoo (e.g. a late-fusion pair): weights + a plain sidecar.
-    from safetensors.torch import save_file
-
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(_cpu_tensors("", model.state_dict()), str(tmp))
-    sidecar = {
-        "arch": getattr(model, "arch", type(model).__name__),
-        "num_classes": getattr(model, "num_classes", None),
-        "normalize": model.normalize.to_dict() if hasattr(model, "normalize") else None,
-        **meta,
-        "versions": versions(),
-    }
-    write_json_atomic(path.with_suffix(".json"), sidecar)
-
-
-def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, best_weights: dict | None, meta: dict) -> None:
-    """Everything a resume needs, in one atomically written safetensors file."""
-    from safetensors.torch import save_file
-
-    tensors = _cpu_tensors("model.", model.state_dict())
-    if best_weights is not None:
-        tensors.update(_cpu_tensors("best.", best_weights))
-    osd = opt.state_dict()
-    for idx, st in osd["state"].items():
-        tensors.update(_cpu_tensors(f"opt.{idx}.", {k: v for k, v in st.items() if isinstance(v, Tensor)}))
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = dict(meta, param_groups=osd["param_groups"],
-                opt_scalars={str(i): {k: v for k, v in st.items() if not isinstance(v, Tensor)} for i, st in osd["state"].items()})
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
-    write_json_atomic(path.with_suffix(".json"), {k: v for k, v in meta.items() if k not in ("param_groups", "opt_scalars")})
-
-
-def _load_state(path: Path) -> tuple[dict[str, Tensor], dict]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("state", "{}"))
-        tensors = load_file(str(path))
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"{path}: not a readable robustlens training state ({e})") from None
-    if meta.get("format") != STATE_FORMAT:
-        raise UserError(f"{path}: not a robustlens training state (format {meta.get('format')!r}, expected {STATE_FORMAT!r})")
-    return tensors, meta
-
-
-def _restore(tensors: dict[str, Tensor], meta: dict, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
-    """Load model and optimiser state; returns the best weights if the state holds them."""
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    for idx, scalars in meta.get("opt_scalars", {}).items():
-        state.setdefault(int(idx), {}).update(scalars)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    # Keep each buffer in its parameter's memory format (channels_last), as in an unbroken run.
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for k, v in opt.state.get(p, {}).items():
-                if isinstance(v, Tensor) and v.shape == p.shape:
-                    opt.state[p][k] = torch.empty_like(p).copy_(v)
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    return best or None
-
-
-def _run_key(cfg: TrainConfig, model: nn.Module, train_part: ImageSet, info: DistInfo) -> dict:
-    """What must match for a resume: the resolved config, the model and the data."""
-    key = cfg.to_dict()
-    key.pop("extra", None)
-    key.update(
-        arch=getattr(model, "arch", type(model).__name__),
-        num_classes=int(getattr(model, "num_classes", 0) or 0),
-        parameters=int(sum(p.numel() for p in model.parameters())),
-        data=train_part.name,
-        n_train=len(train_part),
-        resolution=list(train_part.resolution),
-        world_size=info.world,
-    )
-    return json.loads(json.dumps(key, default=str))
-
-
-def _tensorboard(out: Path | None, enabled: bool):
-    if not enabled:
-        return None
-    if out is None:
-        raise UserError("--tensorboard: needs an output folder (--out) to write the logs to")
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard: the tensorboard package is not installed (pip install tensorboard)") from None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    """metrics.jsonl, rewritten atomically from the history (consistent with the state after a kill)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-
-
 def _fmt(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
+
+
+# --------------------------------------------------------------------------------------
+# A run: what stays fixed, and where it stands
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Everything fixed for one run: the resolved config, the process, the data, the model's
+    forwards, the optimiser, the schedule, the step recipe and the files."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    out: Path | None
+    train_set: ImageSet
+    train_part: ImageSet
+    loader: TensorLoader
+    per_rank: int
+    check: tuple[Tensor, Tensor] | None
+    check_threat: ThreatModel
+    nets: Nets
+    opt: torch.optim.Optimizer
+    sched: Schedule
+    recipe: Recipe
+    adv_gen: torch.Generator
+    key: dict
+    state_path: Path | None = None
+    writer: object | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    @property
+    def main(self) -> bool:
+        return self.info.is_main
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0, with an output folder)."""
+        return self.main and self.out is not None
+
+    def say(self, msg: str) -> None:
+        if self.cfg.log and self.main:
+            print(msg, file=sys.stderr, flush=True)
+
+    def state_meta(self, result: TrainResult, epoch: int, batch: int, partial: list | None, epoch_seconds: float) -> dict:
+        return {
+            "format": STATE_FORMAT, "run": self.key, "epoch": epoch, "batch": batch,
+            "step": epoch * self.steps_per_epoch + batch,
+            "partial": partial, "epoch_seconds": epoch_seconds,
+            "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+            "co_epochs": result.catastrophic_overfitting, "stopped_early": result.stopped_early,
+            "versions": versions(),
+        }
+
+    def checkpoint_meta(self, metrics: dict) -> dict:
+        return {"classes": list(self.train_set.classes), "training": self.cfg.to_dict(), "metrics": metrics,
+                "seed": self.cfg.seed, "data": self.train_set.name, "epoch": metrics.get("epoch")}
+
+    def non_finite(self, step: int) -> UserError:
+        spe = self.steps_per_epoch
+        last = f"; the last good state is {self.state_path}" if self.state_path is not None and self.state_path.exists() else ""
+        return UserError(f"training loss became non-finite at step {step} (epoch {step // spe + 1}, "
+                         f"batch {step % spe + 1}); stopped{last}. Try a lower --lr")
+
+
+@dataclass
+class _Position:
+    """Where training continues: epoch, batch, a part-finished epoch's sums and seconds, best weights."""
+
+    epoch: int = 0
+    batch: int = 0
+    partial: list | None = None
+    epoch_seconds: float = 0.0
+    best_weights: dict | None = None
+
+
+# --------------------------------------------------------------------------------------
+# The steps of a run
+# --------------------------------------------------------------------------------------
+
+
+def _data(train_set: ImageSet, val_set: ImageSet | None, cfg: TrainConfig, device: torch.device, info: DistInfo):
+    """(training part, its loader, images per rank and batch, check batch or None)."""
+    train_part, check_set = _split_check(train_set, val_set, cfg)
+    per_rank = cfg.batch_size // info.world
+    if per_rank < 1 or per_rank * info.world != cfg.batch_size:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of the {info.world} processes")
+    if cfg.batch_size > len(train_part):
+        held = f" ({len(train_set) - len(train_part)} held out for the PGD check)" if len(train_part) < len(train_set) else ""
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_part)} images{held})")
+    loader = _make_loader(train_part, per_rank, cfg, device, info)
+    if len(loader) == 0:
+        raise UserError(f"--batch-size {cfg.batch_size}: no full batch per process in {len(train_part)} images")
+    check = None
+    if check_set is not None:
+        check_x, check_y = check_set.float(device=device), check_set.labels.to(device)
+        if cfg.channels_last:
+            check_x = check_x.contiguous(memory_format=torch.channels_last)
+        check = (check_x, check_y)
+    return train_part, loader, per_rank, check
+
+
+def _nets(model: nn.Module, cfg: TrainConfig, device: torch.device, info: DistInfo) -> Nets:
+    """The model on ``device`` and its forwards: attacks never go through DDP; compiled if asked."""
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    attack_net = torch.compile(model) if cfg.compile else model
+    train_net = distributed.wrap(model, info, device)
+    if cfg.compile and info.enabled:
+        train_net = torch.compile(train_net)
+    elif cfg.compile:
+        train_net = attack_net
+    return Nets(train=train_net, attack=attack_net, clean=attack_net if info.enabled else train_net, raw=model)
+
+
+def _recipe(cfg: TrainConfig) -> Recipe:
+    threat = make_threat(cfg.threat, cfg.eps) if cfg.adversarial else None
+    return Recipe(mode=cfg.mode, threat=threat, step_size=cfg.step_size, attack_steps=cfg.attack_steps, adv_fraction=cfg.adv_fraction,
+                  trades_beta=cfg.trades_beta, label_smoothing=cfg.label_smoothing, amp=cfg.amp)
+
+
+def _prepare(model: nn.Module, train_set: ImageSet, config: TrainConfig | None, out_dir, val_set: ImageSet | None,
+             device: str | torch.device | None) -> _Run:
+    """Hyper-parameters, process, data, model, optimiser, schedule: everything a run fixes."""
+    from robustlens.cli_common import resolve_device
+
+    cfg0 = config or TrainConfig()
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    info = distributed.setup(device)
+    device = distributed.device_for(info, device)
+    cfg = cfg0.resolve(cfg0.kind or data_kind(train_set.name, train_set.resolution), device.type)
+    n_classes = getattr(model, "num_classes", None)
+    if n_classes is not None and n_classes != train_set.num_classes:
+        raise UserError(f"model has {n_classes} outputs but {train_set.name or 'the training set'} has {train_set.num_classes} classes")
+    train_part, loader, per_rank, check = _data(train_set, val_set, cfg, device, info)
+    nets = _nets(model, cfg, device, info)
+    opt = make_optimizer(model, cfg)
+    sched = Schedule(cfg.schedule, cfg.lr, cfg.epochs, len(loader), cfg.milestones, cfg.gamma, cfg.peak_at)
+    return _Run(cfg=cfg, info=info, device=device, out=Path(out_dir) if out_dir is not None else None, train_set=train_set,
+                train_part=train_part, loader=loader, per_rank=per_rank, check=check,
+                check_threat=make_threat(cfg.threat, cfg.check_eps), nets=nets, opt=opt, sched=sched, recipe=_recipe(cfg),
+                adv_gen=torch.Generator(device=device), key=run_key(cfg, model, train_part, info))
+
+
+def _resume(run: _Run, result: TrainResult, resume: bool | str | Path) -> _Position:
+    """Where to start: ``resume`` continues a saved state (same run key) when there is one."""
+    run.state_path = (Path(resume) if isinstance(resume, (str, Path)) and not isinstance(resume, bool)
+                      else (run.out / "state.safetensors" if run.out is not None else None))
+    pos = _Position()
+    if resume and run.state_path is None:
+        raise UserError("--resume: needs --out (the folder of the run to continue)")
+    if resume and run.state_path.exists():
+        tensors, meta = load_state(run.state_path)
+        diffs = config_differences(meta["run"], run.key)
+        if diffs:
+            raise UserError(f"--resume: {run.state_path} is from another run; differing fields: {'; '.join(diffs)}")
+        pos.best_weights = restore(tensors, meta, run.nets.raw, run.opt)
+        pos.epoch, pos.batch = meta["epoch"], meta["batch"]
+        pos.partial = meta.get("partial")
+        pos.epoch_seconds = meta.get("epoch_seconds", 0.0)
+        result.history = meta["history"]
+        result.best_epoch, result.best_metric = meta.get("best_epoch"), meta.get("best_metric")
+        result.catastrophic_overfitting = meta.get("co_epochs", [])
+        result.stopped_early = meta.get("stopped_early", False)
+        result.resumed_from = {"epoch": pos.epoch, "batch": pos.batch, "step": meta["step"]}
+        run.say(f"resuming {run.state_path} at epoch {pos.epoch + 1}, batch {pos.batch} (step {meta['step']})")
+    elif resume:
+        run.say(f"--resume: no training state at {run.state_path}; starting from scratch")
+    if result.stopped_early:
+        pos.epoch = run.cfg.epochs
+    return pos
+
+
+def _open_logs(run: _Run) -> None:
+    """TensorBoard (if asked), ``train_config.json`` and the run's first log line."""
+    cfg = run.cfg
+    run.writer = tensorboard(run.out, cfg.tensorboard) if run.main else None
+    if run.writes:
+        write_json_atomic(run.out / "train_config.json", {"run": run.key, "versions": versions()})
+    run.say(f"training {run.key['arch']} on {run.train_part.name} ({len(run.train_part)} images, {run.steps_per_epoch} steps/epoch), "
+            f"mode {cfg.mode}" + (f" eps {cfg.eps:.5g}" if cfg.adversarial else "") + f", {cfg.epochs} epochs, device {run.device}")
+
+
+def _check_finite(run: _Run, step_loss: Tensor, epoch: int, b: int, step: int) -> None:
+    """Every ``finite_every`` steps (each step on a single CPU), at the epoch end and before a
+    save: a non-finite loss on any rank stops the run, naming the first bad step."""
+    cfg = run.cfg
+    finite_every = 1 if (run.device.type == "cpu" and not run.info.enabled) else 25
+    if (b + 1) % finite_every == 0 or b + 1 == run.steps_per_epoch or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+        bad = (~torch.isfinite(step_loss[: b + 1])).float()
+        if run.info.enabled:
+            bad = distributed.all_sum(bad, run.info)
+        if bool(bad.any()):
+            raise run.non_finite(epoch * run.steps_per_epoch + int(bad.nonzero()[0]))
+
+
+def _train_epoch(run: _Run, result: TrainResult, pos: _Position, epoch: int) -> dict:
+    """One epoch of :func:`sgd_step` from batch ``pos.batch`` on; returns the epoch's metrics."""
+    from tqdm import tqdm
+
+    cfg, spe = run.cfg, run.steps_per_epoch
+    run.nets.raw.train()
+    meter = EpochMeter(run.device, pos.partial if pos.partial is not None and pos.batch > 0 else None)
+    step_loss = torch.full((spe,), float("nan"), device=run.device)
+    step_loss[: pos.batch] = 0.0
+    bar = tqdm(total=spe, initial=pos.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not (cfg.progress and run.main and sys.stderr.isatty()))
+    t_epoch = time.perf_counter()
+    lr = run.sched(epoch * spe + pos.batch)
+    for b, (x, y) in enumerate(run.loader.epoch(epoch, start=pos.batch), start=pos.batch):
+        step = epoch * spe + b
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = run.sched(step)
+        run.adv_gen.manual_seed(_mix(cfg.seed, run.info.rank, step))
+        out = sgd_step(run.nets, run.opt, x, y, run.recipe, lr=lr, generator=run.adv_gen)
+        step_loss[b] = out.loss
+        meter.add(out, y, cfg.mode)
+        _check_finite(run, step_loss, epoch, b, step)
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and b + 1 < spe and run.writes:
+            save_state(run.state_path, run.nets.raw, run.opt, pos.best_weights,
+                       run.state_meta(result, epoch, b + 1, meter.state(), pos.epoch_seconds + time.perf_counter() - t_epoch))
+        bar.update(1)
+    bar.close()
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    seconds = pos.epoch_seconds + time.perf_counter() - t_epoch
+    pos.epoch_seconds, pos.batch, pos.partial = 0.0, 0, None
+    tot = distributed.all_sum(torch.cat([meter.sums, torch.tensor(meter.counts, dtype=torch.float64, device=run.device)]), run.info).tolist()
+    loss_sum, correct, adv_correct, clean_correct, n_seen, n_seen_adv, n_seen_clean = tot
+    return {
+        "epoch": epoch + 1, "step": (epoch + 1) * spe, "mode": cfg.mode,
+        "loss": loss_sum / n_seen, "train_accuracy": correct / n_seen,
+        "train_adv_accuracy": adv_correct / n_seen_adv if n_seen_adv else None,
+        "train_clean_accuracy": clean_correct / n_seen_clean if n_seen_clean else None,
+        "lr": lr, "seconds": seconds, "images_per_s": n_seen / seconds if seconds > 0 else None,
+    }
+
+
+def _check_epoch(run: _Run, result: TrainResult, pos: _Position, metrics: dict) -> bool:
+    """The PGD check, best epoch and catastrophic overfitting (Wong et al. 2020); True if improved."""
+    cfg, epoch = run.cfg, metrics["epoch"]
+    if run.check is not None:
+        t_check = time.perf_counter()
+        clean_acc, robust_acc = _pgd_accuracy(run.nets.attack, *run.check, run.check_threat, cfg.check_steps,
+                                              cfg.seed, max(run.per_rank, 64), cfg.amp)
+        metrics.update(check_clean_accuracy=clean_acc, check_robust_accuracy=robust_acc,
+                       check_eps=cfg.check_eps, check_seconds=time.perf_counter() - t_check)
+    crit = metrics.get("check_robust_accuracy" if cfg.adversarial else "check_clean_accuracy")
+    improved = crit is not None and (result.best_metric is None or crit > result.best_metric)
+    co = bool(cfg.adversarial and crit is not None and result.best_metric is not None
+              and result.best_metric - crit > cfg.co_threshold)
+    co = distributed.broadcast_flag(co, run.info, run.device)
+    metrics["catastrophic_overfitting"] = co
+    if improved:
+        result.best_epoch, result.best_metric = epoch, crit
+        pos.best_weights = {k: v.detach().clone() for k, v in run.nets.raw.state_dict().items()}
+    if co:
+        result.catastrophic_overfitting.append(epoch)
+        run.say(f"catastrophic overfitting at epoch {epoch}: PGD-{cfg.check_steps} accuracy on the check set fell to "
+                f"{crit:.3f} from {result.best_metric:.3f} (epoch {result.best_epoch})"
+                + ("; stopping early and keeping the best weights" if cfg.early_stop else ""))
+        if cfg.early_stop:
+            result.stopped_early = True
+    result.history.append(metrics)
+    return improved
+
+
+def _log_and_save(run: _Run, result: TrainResult, pos: _Position, metrics: dict, improved: bool) -> None:
+    """The epoch's log line and TensorBoard scalars; checkpoints, state and metrics.jsonl."""
+    run.say(f"epoch {metrics['epoch']}/{run.cfg.epochs}  loss {metrics['loss']:.4f}  acc {metrics['train_accuracy']:.3f}"
+            f"  check clean {_fmt(metrics.get('check_clean_accuracy'))} pgd {_fmt(metrics.get('check_robust_accuracy'))}"
+            f"  lr {metrics['lr']:.4g}  {metrics['seconds']:.1f} s  {_fmt(metrics['images_per_s'], '.0f')} img/s")
+    if run.writer is not None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
+                run.writer.add_scalar(f"train/{k}", v, metrics["epoch"])
+        run.writer.flush()
+    if run.writes:
+        raw = run.nets.raw
+        save_model(run.out / "last.safetensors", raw, run.checkpoint_meta(metrics))
+        if improved:
+            save_model(run.out / "best.safetensors", raw, run.checkpoint_meta(metrics))
+        save_state(run.state_path, raw, run.opt, pos.best_weights, run.state_meta(result, metrics["epoch"], 0, None, 0.0))
+        write_metrics(run.out / "metrics.jsonl", result.history)
+
+
+def _finish(run: _Run, result: TrainResult, pos: _Position, t_run: float) -> TrainResult:
+    """Best weights after an early stop, eval mode, logs closed, processes joined."""
+    if result.stopped_early and pos.best_weights is not None:
+        run.nets.raw.load_state_dict(pos.best_weights)
+    run.nets.raw.eval()
+    if run.writer is not None:
+        run.writer.close()
+    distributed.barrier(run.info)
+    distributed.cleanup(run.info)
+    result.steps = len(result.history) * run.steps_per_epoch
+    result.seconds = time.perf_counter() - t_run
+    return result
 
 
 # --------------------------------------------------------------------------------------
@@ -461,264 +507,15 @@ def train(
     names another state file). The model is trained in place and left in eval mode; after
     an early stop for catastrophic overfitting it holds the best weights.
     """
-    from robustlens.cli_common import resolve_device
-
     t_run = time.perf_counter()
-    cfg0 = config or TrainConfig()
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    info = distributed.setup(device)
-    device = distributed.device_for(info, device)
-    cfg = cfg0.resolve(cfg0.kind or data_kind(train_set.name, train_set.resolution), device.type)
-    out = Path(out_dir) if out_dir is not None else None
-    main = info.is_main
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if (cfg.log and main) else (lambda msg: None)
-
-    n_classes = getattr(model, "num_classes", None)
-    if n_classes is not None and n_classes != train_set.num_classes:
-        raise UserError(f"model has {n_classes} outputs but {train_set.name or 'the training set'} has {train_set.num_classes} classes")
-
-    # ---- data: held-out check batch + training batches ---------------------------------------
-    train_part, check_set = _split_check(train_set, val_set, cfg)
-    per_rank = cfg.batch_size // info.world
-    if per_rank < 1 or per_rank * info.world != cfg.batch_size:
-        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of the {info.world} processes")
-    if cfg.batch_size > len(train_part):
-        held = f" ({len(train_set) - len(train_part)} held out for the PGD check)" if len(train_part) < len(train_set) else ""
-        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_part)} images{held})")
-    loader = _make_loader(train_part, per_rank, cfg, device, info)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise UserError(f"--batch-size {cfg.batch_size}: no full batch per process in {len(train_part)} images")
-    check_x = check_y = None
-    if check_set is not None:
-        check_x, check_y = check_set.float(device=device), check_set.labels.to(device)
-        if cfg.channels_last:
-            check_x = check_x.contiguous(memory_format=torch.channels_last)
-
-    # ---- model, optimiser, schedule, threat model ----------------------------------------------
-    model.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    raw = model
-    attack_net = torch.compile(raw) if cfg.compile else raw  # attacks never go through DDP
-    train_net = distributed.wrap(raw, info, device)
-    if cfg.compile and info.enabled:
-        train_net = torch.compile(train_net)
-    elif cfg.compile:
-        train_net = attack_net
-    opt = make_optimizer(raw, cfg)
-    sched = Schedule(cfg.schedule, cfg.lr, cfg.epochs, steps_per_epoch, cfg.milestones, cfg.gamma, cfg.peak_at)
-    threat = make_threat(cfg.threat, cfg.eps) if cfg.adversarial else None
-    check_threat = make_threat(cfg.threat, cfg.check_eps)
-    adv_gen = torch.Generator(device=device)
-    n_adv = math.ceil(cfg.adv_fraction * per_rank)
-    crit_key = "check_robust_accuracy" if cfg.adversarial else "check_clean_accuracy"
-
-    # ---- resume -------------------------------------------------------------------------------
-    run_key = _run_key(cfg, raw, train_part, info)
-    state_path = (Path(resume) if isinstance(resume, (str, Path)) and not isinstance(resume, bool)
-                  else (out / "state.safetensors" if out is not None else None))
-    result = TrainResult(config=cfg, out_dir=out)
-    start_epoch, start_batch, partial, epoch_seconds_before = 0, 0, None, 0.0
-    best_weights: dict | None = None
-    if resume and state_path is None:
-        raise UserError("--resume: needs --out (the folder of the run to continue)")
-    if resume and state_path is not None and state_path.exists():
-        tensors, meta = _load_state(state_path)
-        diffs = config_differences(meta["run"], run_key)
-        if diffs:
-            raise UserError(f"--resume: {state_path} is from another run; differing fields: {'; '.join(diffs)}")
-        best_weights = _restore(tensors, meta, raw, opt)
-        start_epoch, start_batch = meta["epoch"], meta["batch"]
-        partial = meta.get("partial")
-        epoch_seconds_before = meta.get("epoch_seconds", 0.0)
-        result.history = meta["history"]
-        result.best_epoch, result.best_metric = meta.get("best_epoch"), meta.get("best_metric")
-        result.catastrophic_overfitting = meta.get("co_epochs", [])
-        result.stopped_early = meta.get("stopped_early", False)
-        result.resumed_from = {"epoch": start_epoch, "batch": start_batch, "step": meta["step"]}
-        say(f"resuming {state_path} at epoch {start_epoch + 1}, batch {start_batch} (step {meta['step']})")
-    elif resume and state_path is not None:
-        say(f"--resume: no training state at {state_path}; starting from scratch")
-    if result.stopped_early:
-        start_epoch = cfg.epochs
-
-    def state_meta(epoch: int, batch: int, partial: list | None, epoch_seconds: float) -> dict:
-        return {
-            "format": STATE_FORMAT, "run": run_key, "epoch": epoch, "batch": batch,
-            "step": epoch * steps_per_epoch + batch,
-            "partial": partial, "epoch_seconds": epoch_seconds,
-            "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
-            "co_epochs": result.catastrophic_overfitting, "stopped_early": result.stopped_early,
-            "versions": versions(),
-        }
-
-    def checkpoint_meta(metrics: dict) -> dict:
-        return {"classes": list(train_set.classes), "training": cfg.to_dict(), "metrics": metrics,
-                "seed": cfg.seed, "data": train_set.name, "epoch": metrics.get("epoch")}
-
-    def non_finite(step: int) -> UserError:
-        last = f"; the last good state is {state_path}" if state_path is not None and state_path.exists() else ""
-        return UserError(f"training loss became non-finite at step {step} (epoch {step // steps_per_epoch + 1}, "
-                         f"batch {step % steps_per_epoch + 1}); stopped{last}. Try a lower --lr")
-
-    writer = _tensorboard(out, cfg.tensorboard) if main else None
-    if main and out is not None:
-        write_json_atomic(out / "train_config.json", {"run": run_key, "versions": versions()})
-    say(f"training {run_key['arch']} on {train_part.name} ({len(train_part)} images, {steps_per_epoch} steps/epoch), "
-        f"mode {cfg.mode}" + (f" eps {cfg.eps:.5g}" if cfg.adversarial else "") + f", {cfg.epochs} epochs, device {device}")
-    finite_every = 1 if (device.type == "cpu" and not info.enabled) else 25
-
-    # ---- epochs -------------------------------------------------------------------------------
-    from tqdm import tqdm
-
-    for epoch in range(start_epoch, cfg.epochs):
-        raw.train()
-        # Metric sums on the device (no sync per step): loss * n, correct, adversarial correct, clean
-        # correct; and the matching counts n, n adversarial, n clean as Python integers.
-        sums = torch.zeros(4, dtype=torch.float64, device=device)
-        counts = [0, 0, 0]
-        if partial is not None and start_batch > 0:
-            sums = torch.tensor(partial[:4], dtype=torch.float64, device=device)
-            counts = [int(c) for c in partial[4:]]
-        partial = None
-        step_loss = torch.full((steps_per_epoch,), float("nan"), device=device)
-        step_loss[:start_batch] = 0.0
-        bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (cfg.progress and main and sys.stderr.isatty()))
-        t_epoch = time.perf_counter()
-        lr = sched(epoch * steps_per_epoch + start_batch)
-        for b, (x, y) in enumerate(loader.epoch(epoch, start=start_batch), start=start_batch):
-            step = epoch * steps_per_epoch + b
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = sched(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-            # Inner maximisation: adversarial examples from input gradients only.
-            adv_gen.manual_seed(_mix(cfg.seed, info.rank, step))
-            clean_logits = None
-            if cfg.mode == "std":
-                x_train = x
-            elif cfg.mode == "trades":
-                raw.eval()
-                x_train = perturb_trades(attack_net, x, threat, cfg.step_size, cfg.attack_steps, adv_gen, cfg.amp)
-                raw.train()
-            else:
-                x_adv, first = perturb(attack_net, x[:n_adv], y[:n_adv], cfg.mode, threat, cfg.step_size,
-                                       cfg.attack_steps, adv_gen, cfg.amp)
-                if cfg.mode == "fgsm":
-                    clean_logits = first  # FGSM starts at x: its first forward is on the clean images
-                x_train = torch.cat([x_adv, x[n_adv:]]) if n_adv < len(x) else x_adv
-
-            # Outer minimisation: one SGD step.
-            with _autocast(device, cfg.amp):
-                logits = train_net(x_train)
-                if cfg.mode == "trades":
-                    clean_logits = attack_net(x) if info.enabled else train_net(x)
-                    kl = F.kl_div(F.log_softmax(logits.float(), 1), F.softmax(clean_logits.float(), 1), reduction="batchmean")
-                    loss = F.cross_entropy(clean_logits.float(), y, label_smoothing=cfg.label_smoothing) + cfg.trades_beta * kl
-                else:
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-            # Bookkeeping, on the device.
-            with torch.no_grad():
-                step_loss[b] = loss.detach()
-                hit = (logits.argmax(1) == y).double()
-                adv_part = hit if cfg.mode == "trades" else hit[:n_adv]
-                clean_hits = hit[n_adv:]
-                if clean_logits is not None:  # FGSM's first forward (its clean part) or TRADES' clean logits
-                    first_hits = (clean_logits.argmax(1) == y[: len(clean_logits)]).double()
-                    clean_hits = first_hits if cfg.mode == "trades" else torch.cat([first_hits, clean_hits])
-                if cfg.mode == "std":
-                    clean_hits, adv_part = hit, hit[:0]
-                sums += torch.stack([loss.detach().double() * len(y), hit.sum(), adv_part.sum(), clean_hits.sum()])
-                counts = [counts[0] + len(y), counts[1] + len(adv_part), counts[2] + len(clean_hits)]
-            if (b + 1) % finite_every == 0 or b + 1 == steps_per_epoch or (cfg.save_every and (step + 1) % cfg.save_every == 0):
-                bad = (~torch.isfinite(step_loss[: b + 1])).float()
-                if info.enabled:
-                    bad = distributed.all_sum(bad, info)
-                if bool(bad.any()):
-                    raise non_finite(epoch * steps_per_epoch + int(bad.nonzero()[0]))
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and b + 1 < steps_per_epoch and main and out is not None:
-                _save_state(state_path, raw, opt, best_weights,
-                            state_meta(epoch, b + 1, sums.tolist() + counts, epoch_seconds_before + time.perf_counter() - t_epoch))
-            bar.update(1)
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = epoch_seconds_before + time.perf_counter() - t_epoch
-        epoch_seconds_before, start_batch = 0.0, 0
-
-        # End of epoch: metrics, PGD check (catastrophic overfitting), checkpoints.
-        tot = distributed.all_sum(torch.cat([sums, torch.tensor(counts, dtype=torch.float64, device=device)]), info).tolist()
-        loss_sum, correct, adv_correct, clean_correct, n_seen, n_seen_adv, n_seen_clean = tot
-        metrics = {
-            "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "mode": cfg.mode,
-            "loss": loss_sum / n_seen, "train_accuracy": correct / n_seen,
-            "train_adv_accuracy": adv_correct / n_seen_adv if n_seen_adv else None,
-            "train_clean_accuracy": clean_correct / n_seen_clean if n_seen_clean else None,
-            "lr": lr, "seconds": seconds, "images_per_s": n_seen / seconds if seconds > 0 else None,
-        }
-        if check_x is not None:
-            t_check = time.perf_counter()
-            clean_acc, robust_acc = _pgd_accuracy(attack_net, check_x, check_y, check_threat, cfg.check_steps,
-                                                  cfg.seed, max(per_rank, 64), cfg.amp)
-            metrics.update(check_clean_accuracy=clean_acc, check_robust_accuracy=robust_acc,
-                           check_eps=cfg.check_eps, check_seconds=time.perf_counter() - t_check)
-        crit = metrics.get(crit_key)
-        improved = crit is not None and (result.best_metric is None or crit > result.best_metric)
-        co = bool(cfg.adversarial and crit is not None and result.best_metric is not None
-                  and result.best_metric - crit > cfg.co_threshold)
-        co = distributed.broadcast_flag(co, info, device)
-        metrics["catastrophic_overfitting"] = co
-        if improved:
-            result.best_epoch, result.best_metric = epoch + 1, crit
-            best_weights = {k: v.detach().clone() for k, v in raw.state_dict().items()}
-        if co:
-            result.catastrophic_overfitting.append(epoch + 1)
-            say(f"catastrophic overfitting at epoch {epoch + 1}: PGD-{cfg.check_steps} accuracy on the check set fell to "
-                f"{crit:.3f} from {result.best_metric:.3f} (epoch {result.best_epoch})"
-                + ("; stopping early and keeping the best weights" if cfg.early_stop else ""))
-            if cfg.early_stop:
-                result.stopped_early = True
-        result.history.append(metrics)
-        say(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  acc {metrics['train_accuracy']:.3f}"
-            f"  check clean {_fmt(metrics.get('check_clean_accuracy'))} pgd {_fmt(metrics.get('check_robust_accuracy'))}"
-            f"  lr {lr:.4g}  {seconds:.1f} s  {_fmt(metrics['images_per_s'], '.0f')} img/s")
-        if writer is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
-                    writer.add_scalar(f"train/{k}", v, epoch + 1)
-            writer.flush()
-        if main and out is not None:
-            save_model(out / "last.safetensors", raw, checkpoint_meta(metrics))
-            if improved:
-                save_model(out / "best.safetensors", raw, checkpoint_meta(metrics))
-            _save_state(state_path, raw, opt, best_weights, state_meta(epoch + 1, 0, None, 0.0))
-            _write_metrics(out / "metrics.jsonl", result.history)
+    run = _prepare(model, train_set, config, out_dir, val_set, device)
+    result = TrainResult(config=run.cfg, out_dir=run.out)
+    pos = _resume(run, result, resume)
+    _open_logs(run)
+    for epoch in range(pos.epoch, run.cfg.epochs):
+        metrics = _train_epoch(run, result, pos, epoch)
+        improved = _check_epoch(run, result, pos, metrics)
+        _log_and_save(run, result, pos, metrics, improved)
         if result.stopped_early:
             break
-
-    # ---- done -----------------------------------------------------------------------------------
-    if result.stopped_early and best_weights is not None:
-        raw.load_state_dict(best_weights)
-    raw.eval()
-    if writer is not None:
-        writer.close()
-    distributed.barrier(info)
-    distributed.cleanup(info)
-    result.steps = len(result.history) * steps_per_epoch
-    result.seconds = time.perf_counter() - t_run
-    return result
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy (for side-by-side runs from the same initial weights)."""
-    return copy.deepcopy(model)
+    return _finish(run, result, pos, t_run)

@@ -1,4 +1,6 @@
-"""Small, readable loops shared by late fusion and the constructed data sets.
+"""The transfer fit (:func:`sgd_fit`), its batches and augmentation, and accuracy helpers,
+shared by late fusion and the constructed data sets. Each step is
+:func:`robustlens.train.step.sgd_step`, the step of :func:`robustlens.train.train`.
 
 They work on float tensors in [0, 1] (not only uint8 :class:`~robustlens.data.ImageSet`),
 because the non-robust data sets of Ilyas et al. (2019) must be trained from their exact
@@ -12,13 +14,15 @@ caller, so the same seed on CPU gives the same numbers.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens.threat import ThreatModel
+from robustlens.train.schedule import Schedule
+from robustlens.train.step import EpochMeter, Nets, Recipe, sgd_step
 
 
 def progress(iterable, total: int | None = None, desc: str = "", enabled: bool = True, **kw):
@@ -70,49 +74,41 @@ def sgd_fit(
     desc: str = "train",
     adversary: ThreatModel | None = None,
 ) -> dict:
-    """Standard (cross-entropy) training with SGD + momentum on float images ``x`` in [0, 1].
+    """Cross-entropy training with SGD + momentum on float images ``x`` in [0, 1], through
+    :func:`robustlens.train.step.sgd_step` (the step :func:`robustlens.train.train` takes).
 
     ``params`` restricts the optimised parameters (e.g. only a new head); the others keep
-    their values. ``schedule`` is ``"constant"`` (the fine-tuning protocol of Itazuri et al.
-    2019: 30 epochs at lr 0.001) or ``"cosine"``. Returns the mean training loss and accuracy
-    of the last epoch.
+    their values. ``schedule`` names a :class:`~robustlens.train.schedule.Schedule`: ``"constant"``
+    (the fine-tuning protocol of Itazuri et al. 2019: 30 epochs at lr 0.001) or ``"cosine"``.
+    Returns the mean training loss and accuracy of the last epoch.
 
-    ``adversary``: train on FGSM with random start instead (Wong et al. 2020, "Fast is better
-    than free": uniform start in the ball, one step of 1.25 eps, projection), a compact
-    fallback for making ADV backbones when ``robustlens.train`` is not available.
+    What differs from :func:`robustlens.train.train`: batches of a permutation drawn from one
+    generator seeded by ``seed`` (the last batch may be smaller), ``augment`` by
+    :func:`augment_crop_flip` (reflection padding) drawing from that same generator, and
+    ``adversary``: FGSM with a random start (Wong et al. 2020: uniform start in the ball, one
+    step of 1.25 eps, projection) whose start is also drawn from it (on CPU).
     """
     device = torch.device(device)
     params = list(model.parameters()) if params is None else params
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(x) / batch_size))
-    total = epochs * steps_per_epoch
+    lr_at = Schedule(schedule, lr, epochs, max(1, math.ceil(len(x) / batch_size)))
+    recipe = Recipe() if adversary is None else Recipe.fgsm_rs(adversary)
+    nets = Nets.single(model)
     g = torch.Generator().manual_seed(int(seed))
     step = 0
     last = {"loss": float("nan"), "accuracy": float("nan")}
     for epoch in progress(range(epochs), total=epochs, desc=desc, enabled=show_progress):
-        loss_sum, correct, seen = 0.0, 0, 0
+        meter = EpochMeter(device)
         for idx in batch_order(len(x), batch_size, g):
             xb, yb = x[idx], y[idx]
             if augment:
                 xb = augment_crop_flip(xb, g)
             xb, yb = xb.to(device), yb.to(device)
-            if schedule == "cosine":
-                for group in opt.param_groups:
-                    group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
-            if adversary is not None:
-                x0 = adversary.random_init(xb, g if xb.device.type == "cpu" else None).requires_grad_(True)
-                (grad,) = torch.autograd.grad(F.cross_entropy(model(x0), yb), x0)
-                xb = adversary.project(adversary.ascent_step(x0.detach(), grad, 1.25 * adversary.eps), xb).detach()
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            out = sgd_step(nets, opt, xb, yb, recipe, lr=lr_at(step), generator=g if xb.device.type == "cpu" else None)
+            meter.add(out, yb, recipe.mode)
             step += 1
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += int((out.argmax(1) == yb).sum())
-            seen += len(yb)
-        last = {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "epoch": epoch + 1}
+        loss, acc = meter.mean_loss_and_accuracy()
+        last = {"loss": loss, "accuracy": acc, "epoch": epoch + 1}
     return last
 
 
@@ -147,13 +143,3 @@ def robust_accuracy(
                            progress=False, steps=steps, step_size=step_size)
     return {"clean_accuracy": float(res["clean_accuracy"]), "robust_accuracy": float(res["robust_accuracy"]),
             "attack": "robustlens.attacks.pgd"}
-
-
-def run_in_eval(model: nn.Module, fn: Callable[[], Tensor]) -> Tensor:
-    """Run ``fn`` with ``model`` in eval mode, restoring its previous mode afterwards."""
-    was = model.training
-    model.eval()
-    try:
-        return fn()
-    finally:
-        model.train(was)

@@ -40,10 +40,11 @@ from torch import Tensor, nn
 
 from robustlens.data.base import sample_indices
 from robustlens.errors import UserError
+from robustlens.evalmode import eval_mode
 from robustlens.io import atomic_path, versions, write_json_atomic
 from robustlens.threat import L2
 from robustlens.attacks.pgd import pgd
-from robustlens.transfer._loops import progress
+from robustlens.transfer._loops import progress, robust_accuracy, sgd_fit
 
 KINDS = ("robust", "det", "rand")
 
@@ -58,12 +59,6 @@ PAPER = {
     "det": {"steps": 100, "step_size": 0.1, "eps": 0.5},
     "rand": {"steps": 100, "step_size": 0.1, "eps": 0.5},
 }
-
-
-def _eval_mode(model: nn.Module) -> Callable[[], None]:
-    was = model.training
-    model.eval()
-    return lambda: model.train(was)
 
 
 def invert_representation(
@@ -81,8 +76,7 @@ def invert_representation(
     unbounded ball: the inversion is not norm-constrained). ``model`` is used in eval mode;
     gradients are taken with respect to the input only.
     """
-    restore = _eval_mode(model)
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             goal = model.penultimate(x_target)
         threat = L2(1e6)  # only the box [0, 1] constrains the inversion
@@ -93,27 +87,18 @@ def invert_representation(
             (grad,) = torch.autograd.grad(dist, x_r)
             x_r = threat.project(threat.ascent_step(x_r.detach(), -grad, step_size), x_r.detach())
         return x_r.detach()
-    finally:
-        restore()
 
 
 def representation_distance(model: nn.Module, a: Tensor, b: Tensor) -> Tensor:
     """Per-example ``||g(a) - g(b)||_2`` with g = ``model.penultimate`` (eval mode)."""
-    restore = _eval_mode(model)
-    try:
-        with torch.no_grad():
-            return (model.penultimate(a) - model.penultimate(b)).flatten(1).norm(dim=1)
-    finally:
-        restore()
+    with torch.no_grad(), eval_mode(model):
+        return (model.penultimate(a) - model.penultimate(b)).flatten(1).norm(dim=1)
 
 
 def targeted_perturbation(model: nn.Module, x: Tensor, target: Tensor, *, eps: float, steps: int, step_size: float) -> Tensor:
     """Targeted L2 PGD (no random start) towards ``target``: ``argmin_{||d||_2 <= eps} CE(f(x + d), t)`` (Ilyas et al. 2019, Sec. 3.2)."""
-    restore = _eval_mode(model)
-    try:
+    with eval_mode(model):
         return pgd(model, x, target, L2(eps), steps=steps, step_size=step_size, targeted=True, random_start=False)
-    finally:
-        restore()
 
 
 def make_targets(kind: str, y: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
@@ -156,10 +141,6 @@ class ConstructedSet:
         return ImageSet(img, self.labels.clone(), list(self.classes), name=f"constructed:{self.kind}", meta=dict(self.meta))
 
 
-def _config_of(kind: str, n: int, steps: int, step_size: float, eps: float | None, init: str | None, chunk_size: int, seed: int, data_name: str) -> dict:
-    return {"kind": kind, "n": n, "steps": steps, "step_size": step_size, "eps": eps, "init": init, "chunk_size": chunk_size, "seed": seed, "data": data_name}
-
-
 def _chunk_path(out: Path, i: int) -> Path:
     return out / "chunks" / f"chunk_{i:05d}.npz"
 
@@ -168,6 +149,110 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """A construction's settings, checked and with the defaults of :data:`DEFAULTS` filled in."""
+
+    kind: str
+    steps: int
+    step_size: float
+    eps: float | None
+    init: str | None
+    chunk_size: int
+    batch_size: int
+
+    @classmethod
+    def of(cls, kind: str, steps: int | None, step_size: float | None, eps: float | None, init: str | None,
+           chunk_size: int, batch_size: int) -> "_Recipe":
+        if kind not in KINDS:
+            raise UserError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        d = DEFAULTS[kind]
+        steps = int(steps if steps is not None else d["steps"])
+        step_size = float(step_size if step_size is not None else d["step_size"])
+        if kind == "robust":
+            if eps is not None:
+                raise UserError("--eps: the robust data set is an unconstrained inversion; --eps applies to det / rand only")
+            init = init or d["init"]
+            if init not in ("image", "noise"):
+                raise UserError(f"--init: expected image or noise, got {init!r}")
+        else:
+            eps = float(eps if eps is not None else d["eps"])
+            if eps <= 0:
+                raise UserError(f"--eps: expected a positive L2 radius, got {eps}")
+            init = None
+        if steps < 1 or step_size <= 0:
+            raise UserError(f"--steps / --step-size: expected positive values, got {steps} / {step_size}")
+        if chunk_size < 1 or batch_size < 1:
+            raise UserError("--chunk-size / --batch-size: expected positive integers")
+        return cls(kind, steps, step_size, eps, init, chunk_size, batch_size)
+
+    def config(self, n: int, seed: int, data_name: str, total: int) -> dict:
+        """What ``construct.json`` records (and a restart must match)."""
+        return {"kind": self.kind, "n": n, "steps": self.steps, "step_size": self.step_size, "eps": self.eps, "init": self.init,
+                "chunk_size": self.chunk_size, "seed": seed, "data": data_name,
+                # n < total: a seeded sample of the split (folders and archives are sorted by class)
+                "selection": "all" if n == total else "seeded sample"}
+
+
+def _check_sources(model: nn.Module, train_set: Any, kind: str, n: int | None) -> int:
+    """The number of images to build (``n``, default all), checked against the split and the model."""
+    total = len(train_set)
+    if total == 0:
+        raise UserError(f"--data {getattr(train_set, 'name', '')}: no training images")
+    n = total if n is None else int(n)
+    if not 1 <= n <= total:
+        raise UserError(f"--n: expected 1..{total} (the training split's size), got {n}")
+    if kind == "robust" and not hasattr(model, "penultimate"):
+        raise UserError("--checkpoint: the robust data set needs a model with penultimate() (a robustlens ImageClassifier)")
+    return n
+
+
+def _open_out(out: Path, config: dict) -> ConstructedSet | None:
+    """Claim ``out`` for ``config`` (refusing other settings); the finished set if it is there."""
+    cfg_path = out / "construct.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text()).get("config", {})
+        if old != config:
+            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+            raise UserError(f"--out {out}: holds a construction with other settings {diff} (old, new); use another --out")
+    else:
+        write_json_atomic(cfg_path, {"config": config, "status": "running", "versions": versions()})
+    return load_constructed(out) if (out / "data.npz").exists() else None
+
+
+def _build_chunk(model: nn.Module, train_set: Any, r: _Recipe, idx: Tensor, g: torch.Generator, device: torch.device) -> dict[str, np.ndarray]:
+    """One chunk: its start images (D_R) or targets (D_det / D_rand) from ``g``, then the batches."""
+    n = len(idx)
+    y = train_set.labels[idx]
+    if r.kind == "robust":
+        if r.init == "image":
+            x0_all = train_set.float(torch.randint(0, len(train_set), (n,), generator=g))
+        else:
+            x0_all = torch.rand((n, *train_set.images.shape[1:]), generator=g)
+        labels = y.clone()
+    else:
+        labels = make_targets(r.kind, y, int(train_set.num_classes), g)
+    outs = []
+    for s in range(0, n, r.batch_size):
+        xb = train_set.float(idx[s : s + r.batch_size], device=device)
+        if r.kind == "robust":
+            xr = invert_representation(model, xb, x0_all[s : s + r.batch_size].to(device), steps=r.steps, step_size=r.step_size)
+        else:
+            xr = targeted_perturbation(model, xb, labels[s : s + r.batch_size].to(device), eps=r.eps, steps=r.steps, step_size=r.step_size)
+        outs.append(xr.float().cpu())
+    return {
+        "images": torch.cat(outs).numpy().astype(np.float32),
+        "labels": labels.numpy().astype(np.int64),
+        "source_index": idx.numpy().astype(np.int64),
+        "original_labels": y.numpy().astype(np.int64),
+    }
+
+
+def _from_arrays(arrays: dict[str, np.ndarray], classes: list[str], kind: str, meta: dict) -> ConstructedSet:
+    return ConstructedSet(torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"]), classes, kind,
+                          torch.from_numpy(arrays["source_index"]), torch.from_numpy(arrays["original_labels"]), meta=meta)
 
 
 def construct_dataset(
@@ -193,95 +278,29 @@ def construct_dataset(
 
     With ``out_dir``, finished chunks are written and reused (resumable); the finished set
     goes to ``out_dir/data.npz`` and ``out_dir/construct.json``. ``on_chunk(i)`` is called
-    after chunk ``i`` is saved (tests use it to interrupt a run).
+    after chunk ``i`` is saved (tests use it to interrupt a run). Chunk ``i`` draws from a
+    generator seeded by ``(seed, i)``, so a resumed run equals an uninterrupted one.
     """
-    if kind not in KINDS:
-        raise UserError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    d = DEFAULTS[kind]
-    steps = int(steps if steps is not None else d["steps"])
-    step_size = float(step_size if step_size is not None else d["step_size"])
-    if kind == "robust":
-        if eps is not None:
-            raise UserError("--eps: the robust data set is an unconstrained inversion; --eps applies to det / rand only")
-        init = init or d["init"]
-        if init not in ("image", "noise"):
-            raise UserError(f"--init: expected image or noise, got {init!r}")
-    else:
-        eps = float(eps if eps is not None else d["eps"])
-        if eps <= 0:
-            raise UserError(f"--eps: expected a positive L2 radius, got {eps}")
-        init = None
-    if steps < 1 or step_size <= 0:
-        raise UserError(f"--steps / --step-size: expected positive values, got {steps} / {step_size}")
-    if chunk_size < 1 or batch_size < 1:
-        raise UserError("--chunk-size / --batch-size: expected positive integers")
-    total = len(train_set)
-    if total == 0:
-        raise UserError(f"--data {getattr(train_set, 'name', '')}: no training images")
-    n = total if n is None else int(n)
-    if not 1 <= n <= total:
-        raise UserError(f"--n: expected 1..{total} (the training split's size), got {n}")
-    if kind == "robust" and not hasattr(model, "penultimate"):
-        raise UserError("--checkpoint: the robust data set needs a model with penultimate() (a robustlens ImageClassifier)")
-    num_classes = int(train_set.num_classes)
+    r = _Recipe.of(kind, steps, step_size, eps, init, chunk_size, batch_size)
+    n = _check_sources(model, train_set, kind, n)
     device = torch.device(device)
-    name = getattr(train_set, "name", "")
-    config = _config_of(kind, n, steps, step_size, eps, init, chunk_size, seed, name)
-    # n < total: a seeded sample of the split (folders and archives are sorted by class)
-    config["selection"] = "all" if n == total else "seeded sample"
-    chosen = sample_indices(total, n, seed, sort=True)
-
+    config = r.config(n, seed, getattr(train_set, "name", ""), len(train_set))
+    chosen = sample_indices(len(train_set), n, seed, sort=True)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        cfg_path = out / "construct.json"
-        if cfg_path.exists():
-            old = json.loads(cfg_path.read_text()).get("config", {})
-            if old != config:
-                diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-                raise UserError(f"--out {out}: holds a construction with other settings {diff} (old, new); use another --out")
-        else:
-            write_json_atomic(cfg_path, {"config": config, "status": "running", "versions": versions()})
-        final = out / "data.npz"
-        if final.exists():
-            return load_constructed(out)
+    if out is not None and (done := _open_out(out, config)) is not None:
+        return done
 
     n_chunks = math.ceil(n / chunk_size)
     pieces: list[dict[str, np.ndarray]] = []
     t0 = time.time()
-    bar = progress(range(n_chunks), total=n_chunks, desc=f"construct {kind}", enabled=show_progress)
-    for ci in bar:
+    for ci in progress(range(n_chunks), total=n_chunks, desc=f"construct {kind}", enabled=show_progress):
         path = _chunk_path(out, ci) if out is not None else None
         if path is not None and path.exists():
             with np.load(path) as z:
                 pieces.append({k: z[k] for k in z.files})
             continue
-        lo, hi = ci * chunk_size, min(n, (ci + 1) * chunk_size)
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + ci)
-        idx = chosen[lo:hi]
-        y = train_set.labels[idx]
-        if kind == "robust":
-            if init == "image":
-                starts = torch.randint(0, total, (hi - lo,), generator=g)
-                x0_all = train_set.float(starts)
-            else:
-                x0_all = torch.rand((hi - lo, *train_set.images.shape[1:]), generator=g)
-            labels = y.clone()
-        else:
-            labels = make_targets(kind, y, num_classes, g)
-        outs = []
-        for s in range(0, hi - lo, batch_size):
-            xb = train_set.float(idx[s : s + batch_size], device=device)
-            if kind == "robust":
-                xr = invert_representation(model, xb, x0_all[s : s + batch_size].to(device), steps=steps, step_size=step_size)
-            else:
-                xr = targeted_perturbation(model, xb, labels[s : s + batch_size].to(device), eps=eps, steps=steps, step_size=step_size)
-            outs.append(xr.float().cpu())
-        piece = {
-            "images": torch.cat(outs).numpy().astype(np.float32),
-            "labels": labels.numpy().astype(np.int64),
-            "source_index": idx.numpy().astype(np.int64),
-            "original_labels": y.numpy().astype(np.int64),
-        }
+        piece = _build_chunk(model, train_set, r, chosen[ci * chunk_size : min(n, (ci + 1) * chunk_size)], g, device)
         if path is not None:
             _save_npz(path, **piece)
         pieces.append(piece)
@@ -289,20 +308,27 @@ def construct_dataset(
             on_chunk(ci)
 
     arrays = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-    meta = {"config": config, "seconds": time.time() - t0, "classes": list(train_set.classes), "paper_settings": PAPER[kind], "storage": "float32 images in [0, 1] (exact; see robustlens.transfer.construct)"}
-    result = ConstructedSet(
-        torch.from_numpy(arrays["images"]),
-        torch.from_numpy(arrays["labels"]),
-        list(train_set.classes),
-        kind,
-        torch.from_numpy(arrays["source_index"]),
-        torch.from_numpy(arrays["original_labels"]),
-        meta=meta,
-    )
+    meta = {"config": config, "seconds": time.time() - t0, "classes": list(train_set.classes), "paper_settings": PAPER[kind],
+            "storage": "float32 images in [0, 1] (exact; see robustlens.transfer.construct)"}
+    result = _from_arrays(arrays, list(train_set.classes), kind, meta)
     if out is not None:
         _save_npz(out / "data.npz", **arrays)
-        write_json_atomic(out / "construct.json", {"config": config, "status": "done", "n": n, "classes": list(train_set.classes), "seconds": meta["seconds"], "storage": meta["storage"], "versions": versions()})
+        write_json_atomic(out / "construct.json", {"config": config, "status": "done", "n": n, "classes": list(train_set.classes),
+                                                   "seconds": meta["seconds"], "storage": meta["storage"], "versions": versions()})
     return result
+
+
+def _inversion_stats(model: nn.Module, cset: ConstructedSet, x_orig: Tensor, device: torch.device, batch_size: int) -> dict:
+    """D_R: mean ||g(x_r) - g(x)||, relative to the mean ||g(x)||, and the pixel L2 distance."""
+    dist, norm = [], []
+    for s in range(0, len(cset), batch_size):
+        xr, xo = cset.images[s:s + batch_size].to(device), x_orig[s:s + batch_size].to(device)
+        dist.append(representation_distance(model, xr, xo).cpu())
+        norm.append(model.penultimate(xo).flatten(1).norm(dim=1).cpu())
+    d, g = torch.cat(dist), torch.cat(norm)
+    return {"representation_distance": float(d.mean()),
+            "relative_representation_distance": float(d.mean() / g.mean().clamp_min(1e-12)),
+            "pixel_l2_to_original": float((cset.images - x_orig).flatten(1).norm(dim=1).mean())}
 
 
 def construction_stats(kind: str, model: nn.Module, cset: ConstructedSet, x_orig: Tensor, *, device: str | torch.device = "cpu",
@@ -314,25 +340,13 @@ def construction_stats(kind: str, model: nn.Module, cset: ConstructedSet, x_orig
     perturbation. ``label_changed``: share of labels that differ from the original ones."""
     out: dict[str, Any] = {"n": len(cset)}
     device = torch.device(device)
-    restore = _eval_mode(model)
-    try:
-        with torch.no_grad():
-            if kind == "robust":
-                dist, norm = [], []
-                for s in range(0, len(cset), batch_size):
-                    xr, xo = cset.images[s:s + batch_size].to(device), x_orig[s:s + batch_size].to(device)
-                    dist.append(representation_distance(model, xr, xo).cpu())
-                    norm.append(model.penultimate(xo).flatten(1).norm(dim=1).cpu())
-                d, g = torch.cat(dist), torch.cat(norm)
-                out["representation_distance"] = float(d.mean())
-                out["relative_representation_distance"] = float(d.mean() / g.mean().clamp_min(1e-12))
-                out["pixel_l2_to_original"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
-            else:
-                pred = torch.cat([model(cset.images[s:s + batch_size].to(device)).argmax(1).cpu() for s in range(0, len(cset), batch_size)])
-                out["target_success"] = float((pred == cset.labels).float().mean())
-                out["mean_l2"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
-    finally:
-        restore()
+    with torch.no_grad(), eval_mode(model):
+        if kind == "robust":
+            out.update(_inversion_stats(model, cset, x_orig, device, batch_size))
+        else:
+            pred = torch.cat([model(cset.images[s:s + batch_size].to(device)).argmax(1).cpu() for s in range(0, len(cset), batch_size)])
+            out["target_success"] = float((pred == cset.labels).float().mean())
+            out["mean_l2"] = float((cset.images - x_orig).flatten(1).norm(dim=1).mean())
     out["label_changed"] = float((cset.labels != cset.original_labels).float().mean())
     return out
 
@@ -346,15 +360,35 @@ def load_constructed(out_dir: str | Path) -> ConstructedSet:
     info = json.loads(cfg_path.read_text())
     with np.load(data) as z:
         arrays = {k: z[k] for k in z.files}
-    return ConstructedSet(
-        torch.from_numpy(arrays["images"]),
-        torch.from_numpy(arrays["labels"]),
-        list(info.get("classes", [])),
-        info["config"]["kind"],
-        torch.from_numpy(arrays["source_index"]),
-        torch.from_numpy(arrays["original_labels"]),
-        meta=info,
-    )
+    return _from_arrays(arrays, list(info.get("classes", [])), info["config"]["kind"], info)
+
+
+def _fresh_model(arch: str, num_classes: int, model_kwargs: dict | None, seed: int, device: torch.device) -> nn.Module:
+    """``arch`` initialised from ``seed`` alone (the global RNG is left as it was)."""
+    from robustlens.models import create
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create(arch, num_classes, **(model_kwargs or {})).to(device)
+
+
+def _evaluate(model: nn.Module, test_set: Any, threat_norm: str, threat_eps: float, extra_parsed: list[tuple[str, str, float]], *,
+              attack_steps: int, device: torch.device, seed: int) -> tuple[dict, list[dict]]:
+    """Clean and PGD accuracy on the original test set at the main threat and at each extra one."""
+    from robustlens.threat import make_threat
+
+    x_test = test_set.float()
+    ev = robust_accuracy(model, x_test, test_set.labels, make_threat(threat_norm, threat_eps), steps=attack_steps, device=device, seed=seed)
+    extra = []
+    for text, norm, eps in extra_parsed:
+        e = robust_accuracy(model, x_test, test_set.labels, make_threat(norm, eps), steps=attack_steps, device=device, seed=seed)
+        extra.append({"threat": text, "norm": norm, "eps": eps, "robust_accuracy": e["robust_accuracy"]})
+    return ev, extra
+
+
+def _predictions(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([model(images[s : s + batch_size].to(device)).argmax(1).cpu() for s in range(0, len(images), batch_size)])
 
 
 def train_and_evaluate(
@@ -378,44 +412,31 @@ def train_and_evaluate(
 ) -> dict:
     """Train a fresh standard model on the constructed set; evaluate it on the ORIGINAL test set.
 
-    Training uses the exact float images (SGD, momentum 0.9, cosine lr). Evaluation: clean
-    accuracy and PGD (``attack_steps`` steps, random start) accuracy at ``threat_eps`` on the
-    original test images and labels (Ilyas et al. 2019 report L2 eps 0.25 on CIFAR-10), and
-    the same PGD at each of ``extra_threats`` (``"norm:eps"`` texts such as ``"l2:0.5"``), so
-    one fresh model gives a robustness curve. The trained model is returned under ``"model"``.
+    Training is :func:`~robustlens.transfer._loops.sgd_fit` on the exact float images (SGD,
+    momentum 0.9, cosine lr). Evaluation: clean accuracy and PGD (``attack_steps`` steps, random
+    start) accuracy at ``threat_eps`` on the original test images and labels (Ilyas et al. 2019
+    report L2 eps 0.25 on CIFAR-10), and the same PGD at each of ``extra_threats`` (``"norm:eps"``
+    texts such as ``"l2:0.5"``), so one fresh model gives a robustness curve. The trained model
+    is returned under ``"model"``.
     """
-    from robustlens.models import create
-    from robustlens.threat import make_threat, parse_threat_spec
-    from robustlens.transfer._loops import robust_accuracy, sgd_fit
+    from robustlens.threat import parse_threat_spec
 
     extra_parsed = [(str(t), *parse_threat_spec(t, name="extra threat")) for t in extra_threats]  # fail before training
     if data.images.shape[1:] != test_set.images.shape[1:]:
         raise UserError(f"test set images are {tuple(test_set.images.shape[1:])} but the constructed set's are {tuple(data.images.shape[1:])}")
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = create(arch, len(data.classes) or test_set.num_classes, **(model_kwargs or {})).to(device)
+    model = _fresh_model(arch, len(data.classes) or test_set.num_classes, model_kwargs, seed, device)
     model.train()
     t0 = time.time()
-    last = sgd_fit(model, data.images, data.labels, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, augment=augment, schedule="cosine", device=device, show_progress=show_progress, desc=f"train on {data.kind}")
+    last = sgd_fit(model, data.images, data.labels, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed,
+                   augment=augment, schedule="cosine", device=device, show_progress=show_progress, desc=f"train on {data.kind}")
     model.eval()
-    x_test = test_set.float()
-    ev = robust_accuracy(model, x_test, test_set.labels, make_threat(threat_norm, threat_eps), steps=attack_steps, device=device, seed=seed)
-    extra = []
-    for text, norm, eps in extra_parsed:
-        e = robust_accuracy(model, x_test, test_set.labels, make_threat(norm, eps), steps=attack_steps, device=device, seed=seed)
-        extra.append({"threat": text, "norm": norm, "eps": eps, "robust_accuracy": e["robust_accuracy"]})
+    ev, extra = _evaluate(model, test_set, threat_norm, threat_eps, extra_parsed, attack_steps=attack_steps, device=device, seed=seed)
     # How often the model predicts the *original* label on its own training set: for D_det
     # this is low (it learnt the targets), which shows it is not simply reading y from x.
-    with torch.no_grad():
-        pred = torch.cat([model(data.images[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(data), 256)])
+    pred = _predictions(model, data.images, device)
     return {
-        "arch": arch,
-        "model_kwargs": model_kwargs or {},
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "augment": augment,
+        "arch": arch, "model_kwargs": model_kwargs or {}, "epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment,
         "train_accuracy_constructed_labels": float((pred == data.labels).float().mean()),
         "train_agreement_with_original_labels": float((pred == data.original_labels).float().mean()),
         "test_clean_accuracy": ev["clean_accuracy"],

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_train import toy_model, toy_set
+from helpers_train import toy_model
 from robustlens.errors import UserError
 from robustlens.train import TrainConfig, train
 
@@ -38,18 +38,13 @@ def _strip(history):
 
 
 @pytest.fixture(scope="module")
-def data():
-    return toy_set(n=144, size=12)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(data):
+def uninterrupted(resume_data):
     model = toy_model()
-    result = train(model, data, _cfg(), device="cpu")
+    result = train(model, resume_data, _cfg(), device="cpu")
     return model, result
 
 
-def test_interrupted_mid_epoch_then_resumed_is_identical(data, uninterrupted, tmp_path, monkeypatch):
+def test_interrupted_mid_epoch_then_resumed_is_identical(resume_data, uninterrupted, tmp_path, monkeypatch):
     ref_model, ref_result = uninterrupted
     calls = {"n": 0}
     real_step = torch.optim.SGD.step
@@ -62,13 +57,13 @@ def test_interrupted_mid_epoch_then_resumed_is_identical(data, uninterrupted, tm
 
     monkeypatch.setattr(torch.optim.SGD, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        train(toy_model(), data, _cfg(save_every=1), out_dir=tmp_path, device="cpu")
+        train(toy_model(), resume_data, _cfg(save_every=1), out_dir=tmp_path, device="cpu")
     monkeypatch.setattr(torch.optim.SGD, "step", real_step)
     saved = json.loads((tmp_path / "state.json").read_text())
     assert (saved["epoch"], saved["batch"], saved["step"]) == (1, 2, 6)
 
     fresh = toy_model(seed=123)  # other initial weights: everything must come from the state file
-    result = train(fresh, data, _cfg(save_every=1), out_dir=tmp_path, resume=True, device="cpu")
+    result = train(fresh, resume_data, _cfg(save_every=1), out_dir=tmp_path, resume=True, device="cpu")
     assert result.resumed_from == {"epoch": 1, "batch": 2, "step": 6}
     _assert_same_weights(fresh, ref_model)
     assert _strip(result.history) == _strip(ref_result.history)
@@ -76,12 +71,12 @@ def test_interrupted_mid_epoch_then_resumed_is_identical(data, uninterrupted, tm
     assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3]
     # Resuming a finished run does nothing more.
     again = toy_model(seed=5)
-    r2 = train(again, data, _cfg(), out_dir=tmp_path, resume=True, device="cpu")
+    r2 = train(again, resume_data, _cfg(), out_dir=tmp_path, resume=True, device="cpu")
     assert len(r2.history) == 3
     _assert_same_weights(again, ref_model)
 
 
-def test_sigkill_mid_epoch_then_resume_is_identical(data, uninterrupted, tmp_path):
+def test_sigkill_mid_epoch_then_resume_is_identical(resume_data, uninterrupted, tmp_path):
     ref_model, _ = uninterrupted
     script = textwrap.dedent(f"""
         import sys, time, torch
@@ -120,24 +115,24 @@ def test_sigkill_mid_epoch_then_resume_is_identical(data, uninterrupted, tmp_pat
     s = json.loads(state.read_text())
     assert 5 <= s["step"] < 12
     model = toy_model(seed=99)
-    result = train(model, data, _cfg(save_every=1), out_dir=tmp_path, resume=True, device="cpu")
+    result = train(model, resume_data, _cfg(save_every=1), out_dir=tmp_path, resume=True, device="cpu")
     assert result.resumed_from["step"] == s["step"]
     _assert_same_weights(model, ref_model)
 
 
-def test_resume_with_other_config_names_the_fields(data, tmp_path):
-    train(toy_model(), data, _cfg(epochs=1), out_dir=tmp_path, device="cpu")
+def test_resume_with_other_config_names_the_fields(resume_data, tmp_path):
+    train(toy_model(), resume_data, _cfg(epochs=1), out_dir=tmp_path, device="cpu")
     with pytest.raises(UserError, match=r"another run.*batch_size: 32 -> 16.*lr: 0.05 -> 0.1") as e:
-        train(toy_model(), data, _cfg(epochs=1, lr=0.1, batch_size=16), out_dir=tmp_path, resume=True, device="cpu")
+        train(toy_model(), resume_data, _cfg(epochs=1, lr=0.1, batch_size=16), out_dir=tmp_path, resume=True, device="cpu")
     assert "mode" not in str(e.value)
     # Bookkeeping (save_every, progress) may change.
-    train(toy_model(), data, _cfg(epochs=1, save_every=3, progress=True), out_dir=tmp_path, resume=True, device="cpu")
+    train(toy_model(), resume_data, _cfg(epochs=1, save_every=3, progress=True), out_dir=tmp_path, resume=True, device="cpu")
     # Another architecture width: the parameter count differs.
     with pytest.raises(UserError, match="parameters"):
-        train(toy_model(width=8), data, _cfg(epochs=1), out_dir=tmp_path, resume=True, device="cpu")
+        train(toy_model(width=8), resume_data, _cfg(epochs=1), out_dir=tmp_path, resume=True, device="cpu")
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_state(data, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_last_good_state(resume_data, tmp_path, monkeypatch):
     import torch.nn.functional as F
 
     real_ce = F.cross_entropy
@@ -151,13 +146,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_state(data, tmp_path, monkeyp
     monkeypatch.setattr(F, "cross_entropy", ce)
     cfg = _cfg(mode="std", check_size=0, epochs=3)  # 144 images / 32: 4 steps per epoch
     with pytest.raises(UserError, match=r"non-finite at step 5 \(epoch 2, batch 2\).*state.safetensors"):
-        train(toy_model(), data, cfg, out_dir=tmp_path, device="cpu")
+        train(toy_model(), resume_data, cfg, out_dir=tmp_path, device="cpu")
     saved = json.loads((tmp_path / "state.json").read_text())
     assert (saved["epoch"], saved["batch"]) == (1, 0)
     assert (tmp_path / "last.safetensors").exists()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_resume_needs_out(data):
+def test_resume_needs_out(resume_data):
     with pytest.raises(UserError, match="--resume: needs --out"):
-        train(toy_model(), data, _cfg(epochs=1), resume=True, device="cpu")
+        train(toy_model(), resume_data, _cfg(epochs=1), resume=True, device="cpu")

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-import helpers_transfer
 from helpers_transfer import tiny_model, tiny_set
 from robustlens.errors import UserError
 from robustlens.threat import L2
@@ -21,9 +20,6 @@ from robustlens.transfer.construct import (
     train_and_evaluate,
 )
 
-
-
-_one_thread = pytest.fixture(autouse=True)(helpers_transfer.one_thread)
 
 def test_inversion_reduces_distance_and_stays_in_box():
     model = tiny_model(0)

@@ -12,17 +12,12 @@ from robustlens.train import TrainConfig, perturb, perturb_trades, train
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module")
-def data():
-    return toy_set(n=192, size=12)
-
-
 @pytest.mark.parametrize("mode", ["std", "fgsm", "fgsm-rs", "pgd", "trades"])
-def test_each_mode_reduces_loss(data, mode):
+def test_each_mode_reduces_loss(modes_data, mode):
     model = toy_model()
     cfg = TrainConfig(mode=mode, epochs=3, batch_size=32, lr=0.05, schedule="constant", attack_steps=2,
                       check_size=32, check_steps=2, log=False, progress=False, early_stop=False)
-    result = train(model, data, cfg, device="cpu")
+    result = train(model, modes_data, cfg, device="cpu")
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0] - 0.05, losses
@@ -88,24 +83,24 @@ def test_pgd_stays_in_ball_and_increases_loss():
     assert kl > 0
 
 
-def test_mixed_batches_report_clean_accuracy(data):
+def test_mixed_batches_report_clean_accuracy(modes_data):
     model = toy_model()
     cfg = TrainConfig(mode="fgsm-rs", adv_fraction=0.5, epochs=1, batch_size=32, lr=0.05, check_size=0,
                       log=False, progress=False)
-    r = train(model, data, cfg, device="cpu")
+    r = train(model, modes_data, cfg, device="cpu")
     assert r.final["train_clean_accuracy"] is not None and r.final["train_adv_accuracy"] is not None
     assert "check_robust_accuracy" not in r.final
 
 
-def test_l2_threat_trains(data):
+def test_l2_threat_trains(modes_data):
     model = toy_model()
     cfg = TrainConfig(mode="pgd", threat="l2", eps=0.5, attack_steps=2, epochs=1, batch_size=32, lr=0.05,
                       check_size=32, check_steps=2, log=False, progress=False)
-    r = train(model, data, cfg, device="cpu")
+    r = train(model, modes_data, cfg, device="cpu")
     assert r.config.threat == "l2" and r.final["check_eps"] == 0.5
 
 
-def test_catastrophic_overfitting_stops_and_restores_best(data, monkeypatch, tmp_path):
+def test_catastrophic_overfitting_stops_and_restores_best(modes_data, monkeypatch, tmp_path):
     import robustlens.train.loop as loop
     from safetensors.torch import load_file
 
@@ -113,7 +108,7 @@ def test_catastrophic_overfitting_stops_and_restores_best(data, monkeypatch, tmp
     monkeypatch.setattr(loop, "_pgd_accuracy", lambda *a, **k: next(seq))
     model = toy_model()
     cfg = TrainConfig(mode="fgsm-rs", epochs=4, batch_size=32, lr=0.05, log=False, progress=False, check_size=32)
-    r = train(model, data, cfg, out_dir=tmp_path, device="cpu")
+    r = train(model, modes_data, cfg, out_dir=tmp_path, device="cpu")
     assert r.catastrophic_overfitting == [3] and r.stopped_early and len(r.history) == 3
     assert r.best_epoch == 2 and r.best_metric == 0.60
     assert r.history[2]["catastrophic_overfitting"] is True
@@ -140,17 +135,17 @@ def test_bad_config_values():
     assert TrainConfig(mode="pgd", attack_steps=7).resolve("cifar").step_size == pytest.approx(2.5 * (8 / 255) / 7)
 
 
-def test_batch_larger_than_data(data):
+def test_batch_larger_than_data(modes_data):
     with pytest.raises(UserError, match="batch-size 1000 is larger than the training set"):
-        train(toy_model(), data, TrainConfig(batch_size=1000, epochs=1, log=False), device="cpu")
+        train(toy_model(), modes_data, TrainConfig(batch_size=1000, epochs=1, log=False), device="cpu")
 
 
-def test_model_classes_must_match(data):
+def test_model_classes_must_match(modes_data):
     with pytest.raises(UserError, match="model has 7 outputs"):
-        train(toy_model(classes=7), data, TrainConfig(epochs=1, batch_size=32, log=False), device="cpu")
+        train(toy_model(classes=7), modes_data, TrainConfig(epochs=1, batch_size=32, log=False), device="cpu")
 
 
-def test_model_outside_the_zoo_is_saved_with_a_plain_sidecar(data, tmp_path):
+def test_model_outside_the_zoo_is_saved_with_a_plain_sidecar(modes_data, tmp_path):
     import json
 
     class Wrapped(torch.nn.Module):  # e.g. a late-fusion pair: not a registered ImageClassifier
@@ -161,7 +156,7 @@ def test_model_outside_the_zoo_is_saved_with_a_plain_sidecar(data, tmp_path):
         def forward(self, x):
             return self.inner(x)
 
-    r = train(Wrapped(), data, TrainConfig(epochs=1, batch_size=32, check_size=0, log=False, progress=False),
+    r = train(Wrapped(), modes_data, TrainConfig(epochs=1, batch_size=32, check_size=0, log=False, progress=False),
               out_dir=tmp_path, device="cpu")
     side = json.loads((tmp_path / "last.json").read_text())
     assert side["arch"] == "Wrapped" and side["training"]["mode"] == "std" and r.checkpoint.exists()

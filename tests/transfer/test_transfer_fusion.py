@@ -8,24 +8,20 @@ import json
 import pytest
 import torch
 
-import helpers_transfer
 from helpers_transfer import tiny_model, tiny_set
 from robustlens.errors import UserError
 from robustlens.transfer.fusion import (
     LateFusion,
     Target,
-    _new_head,
     check_variants,
     compute_features,
     fit_linear_head,
+    new_head,
     parse_variants,
     run_fusion_study,
     variant_members,
 )
 
-
-
-_one_thread = pytest.fixture(autouse=True)(helpers_transfer.one_thread)
 
 def test_forward_penultimate_shapes_and_head():
     a, b = tiny_model(0), tiny_model(1)
@@ -82,14 +78,14 @@ def test_precomputed_probe_equals_end_to_end(standardize):
     a, b = tiny_model(0), tiny_model(1)
     fused = LateFusion(a, b, 10).freeze_backbones().eval()
     feats = compute_features(fused, data)
-    h1 = _new_head(fused.num_features, 10, seed=3)
+    h1 = new_head(fused.num_features, 10, seed=3)
     fit_linear_head(h1, feats, data.labels, epochs=4, lr=0.05, batch_size=16, seed=5, standardize=standardize)
     # end to end: the images go through the frozen backbones batch by batch
-    h2 = _new_head(fused.num_features, 10, seed=3)
+    h2 = new_head(fused.num_features, 10, seed=3)
     fit_linear_head(h2, data.float(), data.labels, epochs=4, lr=0.05, batch_size=16, seed=5, standardize=standardize, feature_fn=fused.penultimate)
     assert torch.allclose(h1.weight, h2.weight, atol=1e-5) and torch.allclose(h1.bias, h2.bias, atol=1e-5)
     # the head was trained: it is not the initial one
-    h0 = _new_head(fused.num_features, 10, seed=3)
+    h0 = new_head(fused.num_features, 10, seed=3)
     assert not torch.allclose(h0.weight, h1.weight)
 
 
@@ -99,9 +95,9 @@ def test_standardized_head_is_folded_into_raw_features():
     feats = compute_features(fused, data)
     m, s = feats.mean(0), feats.std(0, unbiased=False).clamp_min(1e-6)
     # Train on z-scores by hand (no folding) and compare logits with the folded head on raw features.
-    h_ref = _new_head(64, 10, 1)
+    h_ref = new_head(64, 10, 1)
     fit_linear_head(h_ref, (feats - m) / s, data.labels, epochs=3, lr=0.05, batch_size=8, seed=2, standardize=False)
-    h = _new_head(64, 10, 1)
+    h = new_head(64, 10, 1)
     fit_linear_head(h, feats, data.labels, epochs=3, lr=0.05, batch_size=8, seed=2, standardize=True)
     with torch.no_grad():
         assert torch.allclose(h(feats), h_ref((feats - m) / s), atol=1e-4)

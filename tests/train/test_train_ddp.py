@@ -31,15 +31,21 @@ def test_two_process_gloo(tmp_path):
     assert state["run"]["world_size"] == 2 and state["epoch"] == 2
 
 
-def test_shard_is_disjoint_and_covers_whole_batches():
-    from robustlens.train.distributed import DistInfo, shard
+def test_each_rank_loads_a_disjoint_shard_of_whole_batches():
+    """train() hands each rank TensorLoader(distributed=(rank, world)): disjoint, equal shards."""
+    from helpers_train import toy_set
+    from robustlens.train import TrainConfig
+    from robustlens.train.distributed import DistInfo
+    from robustlens.train.loop import _make_loader
 
-    perm = torch.randperm(103, generator=torch.Generator().manual_seed(0))
-    parts = [shard(perm, 8, DistInfo(rank=r, world=3)) for r in range(3)]
-    assert all(len(p) == 96 // 3 for p in parts)
-    joined = torch.cat(parts)
-    assert len(set(joined.tolist())) == 96 and set(joined.tolist()) <= set(perm[:96].tolist())
-    # Global batch b is the concatenation of every rank's b-th batch.
-    b = 2
-    glob = torch.cat([p[b * 8 : (b + 1) * 8] for p in parts])
-    assert torch.equal(glob, perm[b * 24 : (b + 1) * 24])
+    data = toy_set(n=103, size=4)
+    cfg = TrainConfig(seed=3).resolve("cifar")
+    loaders = [_make_loader(data, 8, cfg, torch.device("cpu"), DistInfo(rank=r, world=3)) for r in range(3)]
+    assert all(len(lo) == (103 // 3) // 8 for lo in loaders)  # whole batches only (drop_last)
+    orders = [lo.order(0) for lo in loaders]
+    joined = torch.cat(orders).tolist()
+    assert len(joined) == 3 * (103 // 3) and len(set(joined)) == len(joined)
+    batches = [next(lo.epoch(0))[1] for lo in loaders]
+    assert all(len(b) == 8 for b in batches)
+    single = _make_loader(data, 8, cfg, torch.device("cpu"), DistInfo())
+    assert single.distributed is None and len(single) == 103 // 8
