@@ -485,6 +485,14 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         spec.stages.robustness.eps_grid = [parse_eps(e, name="eps") for e in spec.stages.robustness.eps_grid]
     except UserError as e:
         raise UserError(f"{loc.where(('stages', 'robustness'), 'eps_grid')}: stages.robustness.eps_grid: {e}") from None
+    _check_models(spec, loc, base_dir, fail)
+    _check_stages(spec, fail)
+    _check_transfer(spec, fail)
+    _check_construct(spec, fail)
+
+
+def _check_models(spec: Spec, loc: _Locator, base_dir: Path, fail) -> None:
+    """The STD and ADV models exist; each model's checkpoint exists, or its mode and eps are valid."""
     for required in ("std", "adv"):
         if required not in spec.models:
             fail(("models",), required, "a study needs an STD and an ADV model")
@@ -509,6 +517,10 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         fail(("models", "std"), "mode", f"the STD model must be trained with mode 'std', got {spec.models['std'].mode!r}")
     if not spec.models["adv"].checkpoint and spec.models["adv"].mode == "std":
         fail(("models", "adv"), "mode", "the ADV model needs an adversarial mode (fgsm, fgsm-rs, pgd, trades)")
+
+
+def _check_stages(spec: Spec, fail) -> None:
+    """Method names, image counts, kernel sizes and the like of the analysis stages."""
     st = spec.stages
     for sname in ("saliency", "sanity"):
         for meth in getattr(st, sname).methods:
@@ -535,8 +547,6 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
     for v in st.transfer.variants:
         if v not in TRANSFER_VARIANTS:
             fail(("stages", "transfer"), "variants", str(unknown_name("variant", v, TRANSFER_VARIANTS)))
-    _check_transfer(spec, fail)
-    _check_construct(spec, fail)
 
 
 def transfer_second_models(spec: Spec) -> dict[str, str]:
