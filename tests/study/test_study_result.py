@@ -53,6 +53,8 @@ def test_old_stage_helpers_stay_importable():
                                          implementations, load_data, spec_device, stage_train)
 
     assert SEED_OFFSETS["construct"] == 21 and STAGE_CODE == 4
+    # part of the stage hashes: the same whether fusion is a module or a package
+    assert implementations("transfer") == ["transfer/fusion.py"] and implementations("data") == []
     with pytest.raises(UserError, match="predicts 3 classes but the data has 2"):
         check_checkpoint_classes("m", {"num_classes": 3}, ["a", "b"], "models.x")
 

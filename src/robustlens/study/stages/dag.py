@@ -51,12 +51,13 @@ _IMPL_FILES = {
 
 
 def implementations(stage: str) -> list[str]:
-    """Which of the library modules a stage uses are present (file checks, no imports): part of
-    the stage's hash since the study's first runs, kept so the hashes of cached stages hold."""
+    """Which of the library modules a stage uses are present (file checks, no imports; a module
+    that became a package, ``x.py`` -> ``x/``, still counts as ``x.py``): part of the stage's
+    hash since the study's first runs, kept so the hashes of cached stages hold."""
     import robustlens
 
     root = Path(robustlens.__file__).parent
-    return [f for f in _IMPL_FILES.get(stage, ()) if (root / f).exists()]
+    return [f for f in _IMPL_FILES.get(stage, ()) if (root / f).exists() or (root / f.removesuffix(".py") / "__init__.py").exists()]
 
 
 def _train_stage(spec: Spec, name: str, m: ModelSpec, eps_of: ModelSpec) -> StageDef:
