@@ -80,6 +80,51 @@ def _random_start(x: Tensor, threat: ThreatModel, gen: torch.Generator | None) -
     return threat.random_init(x, gen)
 
 
+@dataclass
+class _State:
+    """The state of one APGD run, one row per example still attacked (``act``: its row in the run)."""
+
+    act: Tensor
+    x: Tensor  # clean images (the centre of the ball)
+    y: Tensor
+    target: Tensor | None
+    x_cur: Tensor
+    x_prev: Tensor
+    grad: Tensor
+    loss_prev: Tensor
+    x_best: Tensor
+    grad_best: Tensor
+    loss_best: Tensor
+    eta: Tensor  # step size
+    n_incr: Tensor  # steps since the last checkpoint at which the loss increased
+    last_loss_best: Tensor  # loss_best at the last checkpoint
+    reduced_last: Tensor  # whether eta was halved at the last checkpoint
+
+    def keep(self, keep: Tensor) -> None:
+        """Drop every row but ``keep`` from every state tensor."""
+        self.act, self.x, self.y = self.act[keep], self.x[keep], self.y[keep]
+        self.target = None if self.target is None else self.target[keep]
+        self.x_cur, self.x_prev, self.grad, self.loss_prev = self.x_cur[keep], self.x_prev[keep], self.grad[keep], self.loss_prev[keep]
+        self.x_best, self.grad_best, self.loss_best = self.x_best[keep], self.grad_best[keep], self.loss_best[keep]
+        self.eta, self.n_incr = self.eta[keep], self.n_incr[keep]
+        self.last_loss_best, self.reduced_last = self.last_loss_best[keep], self.reduced_last[keep]
+
+    def checkpoint(self, steps_since: int) -> None:
+        """Halve the step size and restart from the best point where the loss increased in fewer
+        than ``RHO`` of the steps since the last checkpoint (condition 1), or where it was not
+        halved last time and the best loss has not improved since (condition 2)."""
+        cond1 = self.n_incr < RHO * steps_since
+        cond2 = ~self.reduced_last & (self.loss_best <= self.last_loss_best)
+        reduce = cond1 | cond2
+        if bool(reduce.any()):
+            self.eta = torch.where(reduce, self.eta / 2, self.eta)
+            self.x_cur[reduce] = self.x_best[reduce]
+            self.grad[reduce] = self.grad_best[reduce]
+        self.reduced_last = reduce
+        self.last_loss_best = self.loss_best.clone()
+        self.n_incr.zero_()
+
+
 def apgd_single(
     model: nn.Module,
     x: Tensor,
@@ -100,62 +145,41 @@ def apgd_single(
     ok = torch.zeros(n, dtype=torch.bool, device=dev)
     if n == 0:
         return out, ok
-    ck = checkpoints(steps)
-    ck_set = set(ck[1:])
-    act = torch.arange(n, device=dev)
-
-    xs, ys, ts = x, y, target
+    ck_set = set(checkpoints(steps)[1:])
     x_cur = start.clone()
-    grad, logits, loss = input_grad(model, x_cur, ys, lambda z, yy: loss_fn(z, yy, ts))
-    hit = fooled(logits, ys)
-    x_best, grad_best, loss_best = x_cur.clone(), grad.clone(), loss.clone()
-    eta = torch.full((n,), 2.0 * threat.eps, device=dev, dtype=x.dtype)
-    x_prev = x_cur.clone()
-    loss_prev = loss.clone()
-    n_incr = torch.zeros(n, device=dev)
-    last_loss_best = loss_best.clone()
-    reduced_last = torch.ones(n, dtype=torch.bool, device=dev)
+    grad, logits, loss = input_grad(model, x_cur, y, lambda z, yy: loss_fn(z, yy, target))
+    hit = fooled(logits, y)
+    st = _State(
+        act=torch.arange(n, device=dev), x=x, y=y, target=target, x_cur=x_cur, x_prev=x_cur.clone(), grad=grad,
+        loss_prev=loss.clone(), x_best=x_cur.clone(), grad_best=grad.clone(), loss_best=loss.clone(),
+        eta=torch.full((n,), 2.0 * threat.eps, device=dev, dtype=x.dtype), n_incr=torch.zeros(n, device=dev),
+        last_loss_best=loss.clone(), reduced_last=torch.ones(n, dtype=torch.bool, device=dev),
+    )
     last_ck = 0
-
     for k in range(steps + 1):
         if bool(hit.any()):  # record the fooled, drop them from every state tensor
-            out[act[hit]] = x_cur[hit]
-            ok[act[hit]] = True
-            keep = ~hit
-            act = act[keep]
-            if act.numel() == 0:
-                break
-            xs, ys, x_cur, x_prev, grad = xs[keep], ys[keep], x_cur[keep], x_prev[keep], grad[keep]
-            ts = None if ts is None else ts[keep]
-            x_best, grad_best, loss_best, eta = x_best[keep], grad_best[keep], loss_best[keep], eta[keep]
-            loss_prev, n_incr, last_loss_best, reduced_last = loss_prev[keep], n_incr[keep], last_loss_best[keep], reduced_last[keep]
+            out[st.act[hit]] = st.x_cur[hit]
+            ok[st.act[hit]] = True
+            if not bool((~hit).any()):
+                return out, ok
+            st.keep(~hit)
         if k == steps:
             break
         a = 1.0 if k == 0 else MOMENTUM
-        z = threat.project(threat.ascent_step(x_cur, grad, eta), xs)
-        x_new = threat.project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), xs)
-        x_prev, x_cur = x_cur, x_new
-        grad, logits, loss = input_grad(model, x_cur, ys, lambda zz, yy: loss_fn(zz, yy, ts))
-        hit = fooled(logits, ys)
-        n_incr += (loss > loss_prev).to(n_incr.dtype)
-        loss_prev = loss
-        better = loss > loss_best
+        z = threat.project(threat.ascent_step(st.x_cur, st.grad, st.eta), st.x)
+        x_new = threat.project(st.x_cur + a * (z - st.x_cur) + (1 - a) * (st.x_cur - st.x_prev), st.x)
+        st.x_prev, st.x_cur = st.x_cur, x_new
+        st.grad, logits, loss = input_grad(model, st.x_cur, st.y, lambda zz, yy: loss_fn(zz, yy, st.target))
+        hit = fooled(logits, st.y)
+        st.n_incr += (loss > st.loss_prev).to(st.n_incr.dtype)
+        st.loss_prev = loss
+        better = loss > st.loss_best
         if bool(better.any()):
-            x_best[better], grad_best[better], loss_best[better] = x_cur[better], grad[better], loss[better]
+            st.x_best[better], st.grad_best[better], st.loss_best[better] = st.x_cur[better], st.grad[better], loss[better]
         if k + 1 in ck_set:
-            cond1 = n_incr < RHO * (k + 1 - last_ck)
-            cond2 = ~reduced_last & (loss_best <= last_loss_best)
-            reduce = cond1 | cond2
-            if bool(reduce.any()):
-                eta = torch.where(reduce, eta / 2, eta)
-                x_cur[reduce] = x_best[reduce]
-                grad[reduce] = grad_best[reduce]
-            reduced_last = reduce
-            last_loss_best = loss_best.clone()
-            n_incr.zero_()
+            st.checkpoint(k + 1 - last_ck)
             last_ck = k + 1
-    if act.numel():
-        out[act] = x_best
+    out[st.act] = st.x_best
     return out, ok
 
 
@@ -232,14 +256,7 @@ class APGD(_Runs):
         _loss(self.loss)
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """Untargeted APGD; restarts on the still robust."""
         x = x.detach()
@@ -271,14 +288,7 @@ class APGDT(_Runs):
             raise UserError(f"n_target_classes: expected >= 1, got {self.n_target_classes}")
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """Targets ranked on the clean image: the ``n_target_classes`` highest wrong logits."""
         x = x.detach()

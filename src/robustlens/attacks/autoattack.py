@@ -99,14 +99,7 @@ class AutoAttack(Attack):
         return x_adv, clean, after
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """The worst case over the members: the clean image where every member failed."""
         return self.evaluate_batch(model, rows(x, index), rows(y, index), threat, generator=generator)[0]

@@ -95,14 +95,7 @@ class Attack:
         return tuple(f.name for f in fields(cls))
 
     def __call__(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """Adversarial images for the rows ``index`` of ``(x, y)`` (all when None), after validating
         the batch. Never changes the model's train/eval mode; gradients w.r.t. the input only."""
@@ -110,14 +103,7 @@ class Attack:
         return self.perturb(model, x, y, threat, generator=generator, index=index)
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """The attack on validated inputs (every subclass defines it)."""
         raise NotImplementedError(f"{type(self).__name__}.perturb")

@@ -105,6 +105,17 @@ class _Tally:
     def last_robust(self) -> int:
         return list(self.n_robust.values())[-1]
 
+    def metrics(self, n: int) -> dict[str, Any]:
+        """``n``, the accuracies (robust: after the last member) and the mean norms."""
+        return {
+            "n": n,
+            "clean_accuracy": self.n_clean / n,
+            "robust_accuracy": self.last_robust() / n,
+            "per_attack": {m: r / n for m, r in self.n_robust.items()},
+            "mean_norm": self.norm_sum / self.norm_n if self.norm_n else 0.0,
+            "mean_norm_fooled": self.norm_fooled_sum / self.norm_fooled_n if self.norm_fooled_n else None,
+        }
+
 
 def robust_accuracy(
     model: nn.Module,
@@ -146,20 +157,8 @@ def robust_accuracy(
             num_classes = check_inputs(model, xb, yb, threat, num_classes=num_classes)
         t0 = time.perf_counter()
         tally, messages = _attack_all(model, batches, threat, config, seed, progress, checks_enabled, check_steps)
-    n = len(batches)
-    return {
-        "attack": config.name,
-        "threat": threat.to_dict(),
-        "n": n,
-        "clean_accuracy": tally.n_clean / n,
-        "robust_accuracy": tally.last_robust() / n,
-        "per_attack": {m: r / n for m, r in tally.n_robust.items()},
-        "mean_norm": tally.norm_sum / tally.norm_n if tally.norm_n else 0.0,
-        "mean_norm_fooled": tally.norm_fooled_sum / tally.norm_fooled_n if tally.norm_fooled_n else None,
-        "seconds": time.perf_counter() - t0,
-        "options": recorded,
-        "warnings": messages,
-    }
+    return {"attack": config.name, "threat": threat.to_dict(), **tally.metrics(len(batches)), "seconds": time.perf_counter() - t0,
+            "options": recorded, "warnings": messages}
 
 
 def _configure(attack: str | Attack, options: dict[str, Any]) -> Attack:

@@ -296,14 +296,7 @@ class FAB(Attack):
         _check_params(self.steps, self.restarts, self.alpha_max, self.eta, self.beta)
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """Each target, then each restart, on the examples with no adversarial within eps yet.
         Random starts (restarts >= 2) are drawn for every row of ``x``."""

@@ -45,14 +45,7 @@ class FGSM(Attack):
         get_loss(self.loss, self.targeted)
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         loss_fn = get_loss(self.loss, self.targeted)
         x, y = rows(x.detach(), index), rows(y, index)

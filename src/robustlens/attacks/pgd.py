@@ -53,14 +53,7 @@ class PGD(Attack):
         get_loss(self.loss, self.targeted)
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """Random starts are drawn for all rows of ``x`` and then indexed, so a row gets the same
         start whether it is attacked alone or in a larger batch."""

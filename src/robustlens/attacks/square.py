@@ -208,14 +208,7 @@ class Square(Attack):
             raise UserError(f"p_init: expected a value in (0, 1], got {self.p_init}")
 
     def perturb(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        threat: ThreatModel,
-        *,
-        generator: torch.Generator | None = None,
-        index: Tensor | None = None,
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """Square Attack (Linf or L2) on rows ``index`` of (x, y): one window per query, kept
         where it lowers the margin, until the query budget is spent or every row is fooled."""
