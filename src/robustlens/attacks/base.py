@@ -47,7 +47,8 @@ AttackT = TypeVar("AttackT", bound="Attack")
 
 ATTACKS: Registry[type[Attack]] = Registry("attack", key="--attack")
 
-# other spellings accepted for a name (the command line's and AutoAttack's)
+# other spellings accepted for a name (the command line's and AutoAttack's); "fgsm-rs" is plain
+# FGSM here, its random start is the ``random_start`` option
 ALIASES = {"aa": "autoattack", "apgd": "apgd-ce", "apgdce": "apgd-ce", "apgdt": "apgd-t", "fabt": "fab-t", "fgsm-rs": "fgsm"}
 
 

@@ -57,12 +57,8 @@ def _signs(shape: tuple[int, ...], gen: torch.Generator | None, device: torch.de
     return torch.randint(0, 2, shape, generator=gen, device=device).to(dtype) * 2 - 1
 
 
-def _bump(s: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``pseudo_gaussian_pert_rectangles``: nested squares weighted 1/(k+1)^2, unit L2 norm."""
-    return _bump_rect(s, s, device, dtype)
-
-
 def _bump_rect(a: int, b: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``pseudo_gaussian_pert_rectangles``: nested rectangles weighted 1/(k+1)^2, unit L2 norm."""
     delta = torch.zeros(a, b, device=device, dtype=dtype)
     xc, yc = a // 2 + 1, b // 2 + 1
     c0, c1 = xc - 1, yc - 1
