@@ -18,7 +18,7 @@ import torch
 
 from robustlens.data.base import ImageSet
 from robustlens.models import create
-from robustlens.transfer.fusion import LateFusion, _new_head, compute_features, fit_linear_head
+from robustlens.transfer.fusion import LateFusion, new_head, compute_features, fit_linear_head
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     heads = {}
     for _ in range(a.reps):
         for name in times:
-            h = _new_head(fused.num_features, 10, 0)
+            h = new_head(fused.num_features, 10, 0)
             t0 = time.perf_counter()
             if name == "precomputed":
                 f = compute_features(fused, data)

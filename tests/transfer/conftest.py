@@ -1,7 +1,6 @@
 """Fixtures of the transfer tests: every test runs on one thread (tiny tensors, shared cores).
 
-The plain builders ``tiny_model`` / ``tiny_set`` live in ``tests/helpers_transfer.py``, which
-``tests/test_transfer_cli.py`` imports too; they move here when that file does.
+The plain builders ``tiny_model`` / ``tiny_set`` live in ``helpers_transfer.py`` beside this file.
 """
 
 from __future__ import annotations

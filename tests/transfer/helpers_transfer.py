@@ -23,14 +23,3 @@ def tiny_set(n: int = 40, size: int = 16, num_classes: int = 10, seed: int = 0, 
     shift = (y.float() / num_classes * 0.5).view(-1, 1, 1, 1)
     img = ((base + shift).clamp(0, 1) * 255).round().to(torch.uint8)
     return ImageSet(img, y, [f"c{i}" for i in range(num_classes)], name=name)
-
-
-def one_thread():
-    """Generator for an autouse fixture: tiny tensors run faster on one thread, and far faster
-    when the 2 cores are shared with other jobs (intra-op threads then wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -34,9 +34,6 @@ from robustlens.transfer.fusion.report import plot_fusion, table_csv, table_mark
 from robustlens.transfer.fusion.study import FitSettings, RunResult, run_fusion_study, summarise
 from robustlens.transfer.fusion.variants import DEFAULT_VARIANTS, check_variants, parse_variants, variant_members
 
-#: the old private name, still imported by benchmarks/bench_transfer_probe_speed.py (use new_head)
-_new_head = new_head
-
 __all__ = [
     "DEFAULT_VARIANTS",
     "LINEAR_EPOCHS",
