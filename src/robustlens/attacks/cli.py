@@ -46,11 +46,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=_nonneg_int, default=None, help="iterations (default: pgd 10, apgd and fab 100); queries for square use --queries")
     p.add_argument("--step-size", default=None, help="PGD / FGSM step size (default: pgd 2.5*eps/steps; fractions work)")
-    p.add_argument("--restarts", type=positive_int, default=1, help="random restarts, worst case kept (default 1)")
-    p.add_argument("--loss", default="ce", choices=["ce", "cw"], help="PGD / FGSM loss (default: ce)")
-    p.add_argument("--random-start", action="store_true", help="FGSM: start from a random point (Wong et al. 2020)")
-    p.add_argument("--early-stop", action="store_true", help="PGD: stop updating an example once misclassified")
-    p.add_argument("--queries", type=positive_int, default=5000, help="Square attack queries (default 5000)")
+    p.add_argument("--restarts", type=positive_int, default=None, help="random restarts, worst case kept (default 1)")
+    p.add_argument("--loss", default=None, choices=["ce", "cw"], help="PGD / FGSM loss (default: ce)")
+    p.add_argument("--random-start", action="store_true", default=None, help="FGSM: start from a random point (Wong et al. 2020)")
+    p.add_argument("--early-stop", action="store_true", default=None, help="PGD: stop updating an example once misclassified")
+    p.add_argument("--queries", type=positive_int, default=None, help="Square attack queries (default 5000)")
     p.add_argument("--check-steps", action="store_true", help="also run at steps//2 and warn if robust accuracy rises with steps")
     p.add_argument("--no-checks", action="store_true", help="skip the randomness / softmax / gradient checks")
     p.add_argument("--batch-size", type=positive_int, default=256, help="attack batch size (default 256)")
@@ -59,24 +59,25 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the results as JSON to this path")
 
 
+# command-line flag -> attack option. A flag left unset (None) passes nothing, so the attack
+# keeps the default its configuration dataclass declares; a flag the attack has no option for
+# is not passed (e.g. --queries for pgd).
+_FLAG_OPTIONS = {"steps": "steps", "restarts": "restarts", "loss": "loss", "random_start": "random_start",
+                 "early_stop": "early_stop", "queries": "n_queries"}
+
+
 def _attack_options(args: argparse.Namespace, attack: str, step_size: float | None) -> dict:
     """The keyword arguments of :func:`~robustlens.attacks.evaluate.robust_accuracy` that ``attack`` takes."""
-    kw: dict = {}
-    if args.steps is not None:
-        kw["steps"] = args.steps
-    if attack in ("pgd", "fgsm"):
-        kw.update(step_size=step_size, loss=args.loss)
-    if attack == "pgd":
-        kw.update(restarts=args.restarts, early_stop=args.early_stop)
-    if attack == "fgsm":
-        kw.update(random_start=args.random_start)
-        kw.pop("steps", None)
-    if attack in ("apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t"):
-        kw.update(restarts=args.restarts)
-    if attack in ("square", "autoattack"):
-        kw.update(n_queries=args.queries)
-    if attack == "square":
-        kw.pop("steps", None)
+    from robustlens.attacks import ATTACKS
+    from robustlens.errors import UserError
+
+    given = {opt: getattr(args, flag) for flag, opt in _FLAG_OPTIONS.items() if getattr(args, flag) is not None}
+    if step_size is not None:
+        given["step_size"] = step_size
+    if "loss" in given and attack.startswith("apgd"):
+        raise UserError(f"--loss: {attack}'s loss is part of its name (apgd-ce: cross-entropy, apgd-dlr: DLR); --loss is for pgd and fgsm")
+    accepted = ATTACKS.get(attack).options()
+    kw = {k: v for k, v in given.items() if k in accepted}
     if args.check_steps:
         kw["check_steps"] = True
     return kw
