@@ -37,13 +37,6 @@ def unknown_name(kind: str, name: object, valid: list[str] | tuple[str, ...], ke
     return UserError(f"{prefix}unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
 
 
-def check_name(kind: str, name: object, valid: list[str] | tuple[str, ...], key: str = "") -> str:
-    """``name`` if it is one of ``valid``, else the :func:`unknown_name` error."""
-    if name not in valid:
-        raise unknown_name(kind, name, valid, key)
-    return str(name)
-
-
 class Registry(Generic[T]):
     """Named members of one family, in registration order."""
 

@@ -105,10 +105,6 @@ class ImageSet:
         class-sorted split, and so is every prefix of it (``sample(1000)[:200]``)."""
         return self.subset(sample_indices(len(self), n, seed))
 
-    def with_labels(self, labels: Tensor, classes: list[str] | None = None, name: str | None = None) -> "ImageSet":
-        """The same images with other labels (e.g. relabelled non-robust data sets)."""
-        return replace(self, labels=labels.to(torch.int64), classes=classes or self.classes, name=name or self.name)
-
     def float(self, index: Tensor | slice | None = None, device: str | torch.device | None = None) -> Tensor:
         """Images as float32 in [0, 1] (all of them or those at ``index``), optionally moved."""
         x = self.images if index is None else self.images[index]
