@@ -22,10 +22,10 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.name:
-        import re
+        from robustlens.study.spec import is_folder_name
 
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
-            raise UserError(f"--name: use letters, digits, '_', '-', '.' only, got {args.name!r}")
+        if not is_folder_name(args.name):
+            raise UserError(f"--name: use letters, digits, '_', '-', '.' only, not only dots (it names a folder), got {args.name!r}")
         spec.name = args.name
     if args.out_dir:
         spec.out_dir = args.out_dir

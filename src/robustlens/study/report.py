@@ -118,7 +118,7 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
         parts.append("<h3>Data</h3>")
         srows = [[split, s.get("images"), ", ".join(str(c) for c in s.get("per_class", []))] for split, s in r.get("splits", {}).items()]
         parts.append(
-            f"<p>Source <code>{_esc(r.get('source'))}</code>, {r.get('resolution')} pixels, {r.get('channels')} channels, "
+            f"<p>Source <code>{_esc(r.get('source'))}</code>, {_esc(r.get('resolution'))} pixels, {_esc(r.get('channels'))} channels, "
             f"{len(r.get('classes', []))} classes: {_esc(', '.join(r.get('classes', [])))}. "
             f"Options: <code>{_esc(json.dumps(r.get('options', {})))}</code>.</p>"
         )
@@ -129,7 +129,7 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
     for name in models:
         tr = o.get(f"train_{name}")
         if tr is not None and tr.measured and tr.stage_result().figures:
-            parts.append(f"<h3>Training: {name}</h3>" + _figures(tr))
+            parts.append(f"<h3>Training: {_esc(name)}</h3>" + _figures(tr))
     return "\n".join(parts)
 
 
@@ -146,8 +146,8 @@ def _sec_robustness(o: dict[str, StageOutput], spec: dict) -> str:
             aa.get("robust_accuracy", "not run"), aa.get("n", ""), _fmt(aa.get("per_attack", "")),
         ])
     head = (
-        f"<p>PGD-{r.get('pgd', {}).get('steps')} ({r.get('pgd', {}).get('restarts')} restart(s)) on {r.get('n')} test images (a seeded random sample); "
-        f"AutoAttack-style ensemble on the first {r.get('autoattack_n', 0)} of them. Threat: {_esc(_fmt(r.get('threat', {})))}.</p>"
+        f"<p>PGD-{_esc(r.get('pgd', {}).get('steps'))} ({_esc(r.get('pgd', {}).get('restarts'))} restart(s)) on {_esc(r.get('n'))} test images "
+        f"(a seeded random sample); AutoAttack-style ensemble on the first {_esc(r.get('autoattack_n', 0))} of them. Threat: {_esc(_fmt(r.get('threat', {})))}.</p>"
     )
     return head + _table(["model", "clean", "PGD robust", "ensemble robust", "ensemble n", "per attack"], rows) + _figures(out)
 

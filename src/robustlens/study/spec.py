@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import tomllib
 import types
@@ -322,7 +323,13 @@ class Spec:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
+        """``out_dir/name``, refused unless it lies directly inside ``out_dir`` (a name of dots or
+        with a separator would write outside it; a run folder that is a link is the user's choice)."""
+        out = Path(self.out_dir)
+        run = out / self.name
+        if not is_folder_name(self.name) or Path(os.path.abspath(run)).parent != Path(os.path.abspath(out)):
+            raise UserError(f"name: the run folder {run} must be a folder directly inside out_dir {out}; got name {self.name!r}")
+        return run
 
 
 # --------------------------------------------------------------------------- validation
@@ -459,13 +466,21 @@ def _resolve_path(value: str, base_dir: Path) -> tuple[Path | None, str]:
     return None, " and ".join(str(c) for c in candidates)
 
 
+def is_folder_name(name: str) -> bool:
+    """A study or model name: it names a folder or a file, so ``..`` / ``.`` and separators are out."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_.-]+", name)) and set(name) != {"."}
+
+
 def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
     """Semantic checks that need no torch and no data: paths, modes, method names, ranges."""
     def fail(table: tuple[str, ...], key: str, msg: str) -> None:
         raise UserError(f"{loc.where(table, key)}: {'.'.join((*table, key))}: {msg}")
 
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", spec.name):
-        fail((), "name", f"use letters, digits, '_', '-', '.' only (it names a folder), got {spec.name!r}")
+    if not is_folder_name(spec.name):
+        fail((), "name", f"use letters, digits, '_', '-', '.' only, not only dots (it names a folder), got {spec.name!r}")
+    for model in spec.models:
+        if not is_folder_name(model):
+            fail(("models",), model, f"a model name uses letters, digits, '_', '-', '.' only, not only dots (it names files), got {model!r}")
     src = spec.data.source
     if not (src == "trifeature" or src.startswith("trifeature:")):
         p, looked = _resolve_path(src, base_dir)
