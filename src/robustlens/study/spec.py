@@ -559,9 +559,42 @@ def _check_stages(spec: Spec, fail) -> None:
         fail(("stages", "transforms"), "shape_polarity", f"expected a non-empty list of distinct 'dark' / 'light', got {pol!r}")
     if st.robustness.pgd_steps <= 0:
         fail(("stages", "robustness"), "pgd_steps", "expected a positive number of steps")
+    _check_counts(spec, fail)
     for v in st.transfer.variants:
         if v not in TRANSFER_VARIANTS:
             fail(("stages", "transfer"), "variants", str(unknown_name("variant", v, TRANSFER_VARIANTS)))
+
+
+# counts every stage divides by or loops over: 0 would pass the spec and fail after training
+_POSITIVE = {
+    "robustness": ("batch_size", "pgd_restarts", "autoattack_n", "autoattack_steps", "autoattack_targets"),
+    "transforms": ("batch_size", "median_repeats"),
+    "saliency": ("smoothgrad_samples", "ig_steps"),
+    "featvis": ("channels", "steps"),
+    "generation": ("steps",),
+}
+
+
+def _check_counts(spec: Spec, fail) -> None:
+    """Batch sizes, step counts and the like are positive; attack and layer names are known."""
+    from robustlens.names import ATTACKS
+
+    st = spec.stages
+    for sname, keys in _POSITIVE.items():
+        for key in keys:
+            if getattr(getattr(st, sname), key) <= 0:
+                fail(("stages", sname), key, f"expected a positive integer, got {getattr(getattr(st, sname), key)}")
+    if st.saliency.smoothgrad_sigma < 0:
+        fail(("stages", "saliency"), "smoothgrad_sigma", f"expected a value >= 0, got {st.saliency.smoothgrad_sigma}")
+    if st.generation.eps <= 0:
+        fail(("stages", "generation"), "eps", f"expected a positive radius, got {st.generation.eps}")
+    for a in st.robustness.autoattack_attacks:
+        if a not in ATTACKS or a == "autoattack":
+            fail(("stages", "robustness"), "autoattack_attacks", str(unknown_name("attack", a, [n for n in ATTACKS if n != "autoattack"])))
+    if st.robustness.autoattack and not st.robustness.autoattack_attacks:
+        fail(("stages", "robustness"), "autoattack_attacks", "expected at least one attack (or autoattack = false)")
+    if any(not isinstance(layer, str) or not layer for layer in st.featvis.layers):
+        fail(("stages", "featvis"), "layers", f"expected module names (see `named_modules()`), got {st.featvis.layers!r}")
 
 
 def transfer_second_models(spec: Spec) -> dict[str, str]:
@@ -672,7 +705,10 @@ def load_spec(path: str | Path | None = None) -> Spec:
         raise UserError(f"{path}: spec file not found")
     if p.is_dir():
         raise UserError(f"{path}: is a folder; expected a .toml spec file")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); a spec is a UTF-8 TOML file") from None
     try:
         return parse_spec(text, str(path), base_dir=p.parent.resolve())
     except UserError as first:
