@@ -66,7 +66,7 @@ def test_box_is_mask_bounding_box_and_background_plain():
 
 
 def test_foreground_is_colour_plus_texture_of_given_amplitude():
-    for contrast in (0.0, 0.07, 0.15):
+    for contrast in (0.0, 0.07, 0.15, 0.2):
         s = small(n_train=100, contrast=contrast)
         x = s.images.float() / 255
         colour = COLOUR_RGB[s.factor("colour")].view(-1, 3, 1, 1).expand_as(x)
@@ -179,3 +179,75 @@ def test_output_does_not_depend_on_chunking_or_threads(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(ref.images, other.images) and torch.equal(ref.boxes, other.boxes)
+
+
+# ------------------------------------------------------------ the study's world (issue 15)
+STUDY_WORLD = dict(label="texture", shape_corr=0.9, contrast=0.05)
+
+
+def test_study_world_is_deterministic():
+    a, b = small(**STUDY_WORLD, seed=5), small(**STUDY_WORLD, seed=5)
+    assert torch.equal(a.images, b.images) and torch.equal(a.factors, b.factors)
+    c = small("conflict", **STUDY_WORLD, seed=5)
+    assert torch.equal(c.images, small("conflict", **STUDY_WORLD, seed=5).images)
+
+
+@pytest.mark.parametrize("corr", [0.0, 0.7, 0.9, 1.0])
+def test_agreement_rates_within_one_percent(corr):
+    """The shape agrees with the class (the texture) corr + (1 - corr) / 10 of the time."""
+    from robustlens.data.trifeature import agreement
+
+    s = generate(TrifeatureConfig(label="texture", shape_corr=corr, n_train=20000), "train")
+    rate = (s.factor("shape") == s.labels).float().mean().item()
+    assert abs(rate - agreement(corr)) < 0.01
+    assert torch.equal(s.labels, s.factor("texture")) and s.classes == list(TEXTURES)
+    colour = (s.factor("colour") == s.labels).float().mean().item()
+    assert abs(colour - 0.1) < 0.01  # colour_corr = 0: chance
+
+
+def test_cue_conflict_pairs_always_in_conflict():
+    for label in ("texture", "shape", "colour"):
+        c = generate(TrifeatureConfig(label=label, n_conflict=3000, contrast=0.05), "conflict")
+        assert (c.factor("shape") != c.factor("texture")).all()
+        assert torch.equal(c.labels, c.factor(label))
+        # the texture class's offset from the shape class is uniform over the 9 others
+        off = torch.bincount((c.factor("texture") - c.factor("shape")) % 10, minlength=10)
+        assert off[0] == 0 and off[1:].min() > 0.8 * 3000 / 9
+
+
+def test_describe_names_the_cues():
+    text = TrifeatureConfig(**STUDY_WORLD).describe(eps=8 / 255)
+    assert text.startswith("the class is the texture (amplitude 0.050 = 1.6 eps)")
+    assert "the shape agrees with it 91% of the time" in text
+    assert "the colour agrees with it 10% of the time (chance)" in text
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [
+        ({"shape_corr": 1.2, "label": "texture"}, "shape_corr"),
+        ({"texture_corr": -0.1}, "texture_corr"),
+        ({"contrast": 0.25}, "contrast"),  # would clip the colours
+        ({"label": "texture", "texture_corr": 0.5}, "texture_corr"),  # the class's own agreement
+        ({"label": "colour", "colour_corr": 1.0}, "colour_corr"),
+        ({"background": 1.5}, "background"),
+    ],
+)
+def test_contradictory_options_one_line_error(options, key):
+    with pytest.raises(UserError, match=f"trifeature option {key}=") as e:
+        TrifeatureConfig.from_options(options)
+    assert "\n" not in str(e.value)
+
+
+def test_max_contrast_never_clips():
+    """At MAX_CONTRAST the texture still reaches its full amplitude on both sides of every
+    colour: the darkest channel goes down by the amplitude, the brightest up by it."""
+    from robustlens.data.trifeature import MAX_CONTRAST
+
+    s = small(n_train=400, contrast=MAX_CONTRAST)
+    x = s.images.float() / 255
+    colour = COLOUR_RGB[s.factor("colour")].view(-1, 3, 1, 1).expand_as(x)
+    inside = s.masks.unsqueeze(1).expand_as(x)
+    dev = (x - colour)[inside]
+    assert dev.min().item() <= -0.95 * MAX_CONTRAST and dev.max().item() >= 0.95 * MAX_CONTRAST
+    assert dev.abs().max().item() <= MAX_CONTRAST + 0.5 / 255 + 1e-6

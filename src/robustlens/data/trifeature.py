@@ -53,22 +53,24 @@ TEXTURES: tuple[str, ...] = (
 COLOURS: tuple[str, ...] = (
     "red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta", "brown", "white",
 )
-# RGB in [0.15, 0.85] so that textures of amplitude <= 0.15 never clip.
+# RGB in [0.2, 0.8], so that a texture of amplitude <= MAX_CONTRAST never clips the colour.
 COLOUR_RGB = torch.tensor(
     [
-        [0.85, 0.20, 0.20],
-        [0.85, 0.50, 0.15],
-        [0.80, 0.80, 0.20],
+        [0.80, 0.20, 0.20],
+        [0.80, 0.50, 0.20],
+        [0.78, 0.78, 0.20],
         [0.20, 0.70, 0.25],
-        [0.20, 0.75, 0.80],
-        [0.20, 0.30, 0.85],
+        [0.20, 0.74, 0.78],
+        [0.20, 0.30, 0.80],
         [0.50, 0.25, 0.75],
-        [0.85, 0.25, 0.70],
-        [0.50, 0.33, 0.18],
-        [0.85, 0.85, 0.85],
+        [0.80, 0.25, 0.70],
+        [0.50, 0.33, 0.20],
+        [0.80, 0.80, 0.80],
     ],
     dtype=torch.float32,
 )
+#: the largest texture amplitude that never clips: the palette's distance to 0 and to 1
+MAX_CONTRAST: float = round(float(min(COLOUR_RGB.min(), 1 - COLOUR_RGB.max())), 6)
 FACTOR_NAMES: tuple[str, str, str] = ("shape", "texture", "colour")
 FACTOR_CLASSES = {"shape": SHAPES, "texture": TEXTURES, "colour": COLOURS}
 SPLITS: tuple[str, ...] = ("train", "test", "conflict")
@@ -119,9 +121,18 @@ class TrifeatureConfig:
             raise bad("size", "an integer between 16 and 1024")
         if self.label not in FACTOR_NAMES:
             raise bad("label", f"one of {', '.join(FACTOR_NAMES)}")
-        for name in ("contrast", "texture_corr", "colour_corr", "shape_corr", "background"):
+        for name in ("texture_corr", "colour_corr", "shape_corr"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise bad(name, "a number in [0, 1]")
+                raise bad(name, "a probability in [0, 1] (the chance that this factor copies the class)")
+        if not 0.0 <= self.background <= 1.0:
+            raise bad("background", "a grey level in [0, 1]")
+        if not 0.0 <= self.contrast <= MAX_CONTRAST:
+            raise bad("contrast", f"an amplitude in [0, {MAX_CONTRAST}] (a larger one would clip the colours, which lie "
+                                  f"in [{MAX_CONTRAST}, {1 - MAX_CONTRAST:g}])")
+        own = f"{self.label}_corr"
+        if getattr(self, own) != _FIELD_DEFAULTS[own]:
+            raise UserError(f"trifeature option {own}={getattr(self, own)!r}: contradicts label={self.label!r} (the class "
+                            f"is the {self.label}, which always agrees with itself); set the other factors' *_corr instead")
         for name in ("n_train", "n_test", "n_conflict"):
             if getattr(self, name) < 0:
                 raise bad(name, "a non-negative integer")
@@ -132,6 +143,21 @@ class TrifeatureConfig:
                 f"trifeature options scale_min={self.scale_min}, scale_max={self.scale_max}: "
                 "expected 0.05 <= scale_min <= scale_max <= 0.5"
             )
+
+    def describe(self, eps: float | None = None) -> str:
+        """The world in a sentence a report reader understands, e.g. "the class is the texture
+        (amplitude 0.050 = 1.6 eps); the shape agrees with it 91% of the time; the colour 10%
+        (chance)". Agreement rates are ``corr + (1 - corr) / 10`` (a factor copies the class with
+        probability ``corr`` and is uniformly random otherwise)."""
+        amp = f"amplitude {self.contrast:.3f}" + (f" = {self.contrast / eps:.2g} eps" if eps else "")
+        parts = [f"the class is the {self.label}" + (f" ({amp})" if self.label == "texture" else "")]
+        for name in FACTOR_NAMES:
+            if name != self.label:
+                rate = agreement(getattr(self, f"{name}_corr"))
+                extra = f" ({amp})" if name == "texture" else ""
+                chance = " (chance)" if rate == 0.1 else ""
+                parts.append(f"the {name}{extra} agrees with it {100 * rate:.0f}% of the time{chance}")
+        return "; ".join(parts)
 
     @classmethod
     def from_options(cls, options: dict) -> "TrifeatureConfig":
@@ -155,6 +181,15 @@ class TrifeatureConfig:
 
     def n(self, split: str) -> int:
         return {"train": self.n_train, "test": self.n_test, "conflict": self.n_conflict}[split]
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(TrifeatureConfig)}
+
+
+def agreement(corr: float, classes: int = 10) -> float:
+    """Share of train / test images whose factor equals the class when it copies the class
+    with probability ``corr`` and is uniform otherwise: ``corr + (1 - corr) / classes``."""
+    return corr + (1.0 - corr) / classes
 
 
 def _to_int(key: str, value) -> int:
