@@ -125,3 +125,41 @@ def test_ilyas_claims_use_the_baseline_and_chance():
     v = _verdicts(res)
     assert v["robust_dataset"]["verdict"] == "does not hold" and "STD model robust (robustness stage)" in v["robust_dataset"]["numbers"]
     assert _verdicts({"construct": {"status": "not_measured", "reason": "x"}})["nonrobust_rand"]["verdict"] == "not measured"
+
+
+def _curves(std, adv):
+    curve = lambda a: {"levels": list(range(len(a))), "accuracy": a, "level_name": "sigma"}  # noqa: E731
+    return {"transforms": {"models": {"std": {"blur": curve(std)}, "adv": {"blur": curve(adv)}}}}
+
+
+def test_blur_gap_must_be_kept_at_every_sigma_and_exist():
+    """The main paper: "the accuracy of both models decreases while maintaining the difference"."""
+    assert _verdicts(_curves([1.0, 0.8, 0.5], [0.9, 0.7, 0.42]))["blur_gap"]["verdict"] == "holds"
+    # the ends agree (gap 0.1 -> 0.1) but the curves cross in between: the difference is not kept
+    crossed = _verdicts(_curves([1.0, 0.5, 0.5], [0.9, 0.8, 0.4]))["blur_gap"]
+    assert crossed["verdict"] == "does not hold" and crossed["numbers"]["largest change of the gap"] == 0.4
+    # a tied pair has no difference to keep
+    assert _verdicts(_curves([1.0, 0.6, 0.3], [1.0, 0.6, 0.3]))["blur_gap"]["verdict"] == "does not hold"
+    # constant curves (a constant model) do not decrease
+    assert _verdicts(_curves([0.1, 0.1, 0.1], [0.1, 0.1, 0.1]))["blur_gap"]["verdict"] == "does not hold"
+
+
+def _loc(std, adv, std_max, adv_max, centre):
+    m = lambda e, x: {"box_accuracy": e, "max_threshold": {"box_accuracy": x}}  # noqa: E731
+    return {"localisation": {"models": {"std": m(std, std_max), "adv": m(adv, adv_max)}, "centre_box_accuracy": centre}}
+
+
+def test_localisation_needs_both_thresholds_and_the_centred_box():
+    assert _verdicts(_loc(0.5, 0.7, 0.4, 0.6, 0.3))["localisation"]["verdict"] == "holds"
+    assert _verdicts(_loc(0.5, 0.7, 0.6, 0.5, 0.3))["localisation"]["verdict"] == "does not hold"  # max threshold disagrees
+    # both below what a centred box (a constant map) gets: no localisation to speak of
+    assert _verdicts(_loc(0.1, 0.2, 0.1, 0.2, 0.3))["localisation"]["verdict"] == "does not hold"
+
+
+def test_saliency_share_ignores_the_methods_the_stage_left_out():
+    sal = {"object_energy": {"std": {"ig": 1.0, "vanilla": 0.5, "guided": 0.5},
+                             "adv": {"ig": 1.0, "vanilla": 0.8, "guided": 0.4}},
+           "object_energy_left_out": {"ig": "zero off the object by construction"}}
+    v = _verdicts({"saliency": sal})["saliency_object"]
+    assert "ig: STD" not in v["numbers"] and v["numbers"]["methods where ADV > STD + 0.02"] == "1/2"
+    assert v["verdict"] == "does not hold"

@@ -72,14 +72,31 @@ def run(ctx: StageContext) -> StageResult:
             opts = method_opts(method, p, stage_seed(ctx, "saliency") + mi)
             maps.setdefault(method, {})[n] = saliency(m, x, y, method=method, **opts).detach().cpu()
     figures, captions = _grids(ctx, sub, x, maps, list(models))
-    energy = _energy(maps, sub.masks)
-    rows = [[n] + [energy[n].get(mm) for mm in p["methods"]] for n in energy]
+    left_out = _left_out(x, sub.masks, maps)
+    energy = _energy({m: v for m, v in maps.items() if m not in left_out}, sub.masks)
+    shown = [mm for mm in p["methods"] if mm not in left_out]
+    rows = [[n] + [energy[n].get(mm) for mm in shown] for n in energy]
     summary = ("Share of each map's |saliency| that falls inside the object's mask (higher: the map follows the object, "
                "not the background or fine texture)." if energy else "The data has no masks: object energy not measured.")
-    tables = {"share of |saliency| on the object": {"header": ["model"] + p["methods"], "rows": rows}} if rows else None
-    return StageResult({"n": len(sub), "methods": p["methods"], "models": list(models), "object_energy": energy},
-                       summary=summary, figures=figures, captions=captions, tables=tables,
+    tables = {"share of |saliency| on the object": {"header": ["model"] + shown, "rows": rows}} if rows else None
+    return StageResult({"n": len(sub), "methods": p["methods"], "models": list(models), "object_energy": energy,
+                        "object_energy_left_out": left_out},
+                       notes=list(left_out.values()), summary=summary, figures=figures, captions=captions, tables=tables,
                        order=("notes", "summary", "figures", "captions", "tables"))
+
+
+def _left_out(x, masks, maps: dict) -> dict[str, str]:
+    """Methods whose share on the object is 1 by construction, not by the model: integrated
+    gradients multiplies by (x - x'), so with the black baseline x' = 0 it is identically zero
+    wherever the background is black (the procedural set), for any model, random ones included.
+    Such a method is left out of the object share (and of its claim) rather than reported as 1.0."""
+    if masks is None or "ig" not in maps:
+        return {}
+    outside = ~masks.to(x.device).unsqueeze(1).expand_as(x)
+    if bool((x[outside] == 0).all()):
+        return {"ig": "IG (black baseline) is left out of the object share: the background is black, equal to the "
+                      "baseline, so IG is zero off the object for every model and its share would be 1.0 by construction."}
+    return {}
 
 
 def _energy(maps: dict, masks) -> dict[str, dict[str, float]]:
