@@ -42,6 +42,40 @@ def positive_int(text: str) -> int:
     return v
 
 
+def _number(text: str, *, positive: bool) -> float:
+    import math
+
+    want = "a positive number" if positive else "a number >= 0"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate, a step size)."""
+    return _number(text, positive=True)
+
+
+def nonneg_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a weight decay)."""
+    return _number(text, positive=False)
+
+
+def image_size(text: str) -> int:
+    """``--size``: a positive integer up to :data:`robustlens.data.source.MAX_SIZE`; a larger
+    one is refused with what it would cost in memory."""
+    from robustlens.data.source import MAX_SIZE, size_memory
+
+    v = positive_int(text)
+    if v > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SIZE}, got {v} ({size_memory(v)})")
+    return v
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``None`` -> cuda when available, else cpu; a CUDA name on a CPU machine is an error."""
     if name is None:
@@ -59,7 +93,7 @@ def resolve_device(name: str | None) -> torch.device:
 def add_format_size_args(p: argparse.ArgumentParser) -> None:
     """``--format`` and ``--size``, the on-disk reading options of a data source."""
     p.add_argument("--format", default=None, help="force the on-disk format instead of detecting it")
-    p.add_argument("--size", type=positive_int, default=None, help="resize images to SIZE x SIZE on load")
+    p.add_argument("--size", type=image_size, default=None, help="resize images to SIZE x SIZE on load")
 
 
 def add_threat_args(
@@ -97,6 +131,7 @@ def checkpoint_names(checkpoints: list[str], names: list[str] | None, *, numbere
     """
     from pathlib import Path
 
+    _check_display_names(names)
     if names and len(names) != len(checkpoints):
         raise UserError(f"--name: {len(names)} names for {len(checkpoints)} checkpoints{hint}")
     out = list(names) if names else [Path(c).stem for c in checkpoints]
@@ -108,3 +143,74 @@ def checkpoint_names(checkpoints: list[str], names: list[str] | None, *, numbere
         seen[n] = seen.get(n, 0) + 1
         unique.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return unique
+
+
+# ------------------------------------------------------------------ outputs, names, class sets
+def add_overwrite_arg(p: argparse.ArgumentParser, what: str = "the results in --out") -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} (without it, a finished result is never replaced)")
+
+
+def check_out(path: str, *, overwrite: bool, results: tuple[str, ...] = (), folder: bool = True,
+              flag: str = "--out", hint: str = "") -> "Path":
+    """Before any work: ``path`` (a folder, or a file with ``folder=False``) can be written, and
+    holds no earlier result (``results``: the files a finished run leaves) unless ``overwrite``.
+
+    So a long computation never ends in a crash on an unwritable path, and a finished run is
+    never silently replaced."""
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p}: exists and is not a folder; expected an output folder")
+    if not folder and p.is_dir():
+        raise UserError(f"{flag} {p}: is a folder; expected a file path")
+    found = [p / r for r in results if (p / r).exists()] if folder else [p] * p.exists()
+    if found and not overwrite:
+        raise UserError(f"{flag} {p}: {'holds' if folder else 'is'} a finished result ({found[0].name}); "
+                        f"pass --overwrite to replace it{hint}, or choose another {'folder' if folder else 'path'}")
+    base = p if folder else p.parent  # the nearest folder that exists is where the first write goes
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"{flag} {p}: cannot write there ({base} is a file, not a folder)")
+    try:
+        with tempfile.TemporaryFile(dir=base):  # creates nothing that stays
+            pass
+    except OSError as e:
+        raise UserError(f"{flag} {p}: cannot write to {base} ({e.strerror or e})") from None
+    return p
+
+
+def _check_display_names(names: list[str] | None, flag: str = "--name") -> None:
+    """A display name names files (``saliency_<name>.png``): letters, digits, '_', '-', '.', not only dots."""
+    import re
+
+    for n in names or []:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", n) or set(n) == {"."}:  # the rule of study.spec.is_folder_name
+            raise UserError(f"{flag} {n!r}: use letters, digits, '_', '-', '.' only, not only dots (it names files)")
+
+
+def match_classes(data, meta: dict, num_outputs: int, *, flag: str = "--data", checkpoint: str = "--checkpoint"):
+    """``data`` with labels in the model's class order: the same names, or a permutation (or a
+    subset) of the checkpoint's class names, mapped by name; anything else is refused (a
+    10-class model on a 2-class folder would otherwise score against the wrong labels).
+
+    A checkpoint without class names must have exactly the data's class count."""
+    import dataclasses
+
+    names = [str(c) for c in (meta.get("classes") or [])]
+    if not names:
+        if num_outputs != data.num_classes:
+            raise UserError(f"{flag}: {data.num_classes} classes but {checkpoint} predicts {num_outputs} and names none; "
+                            "give the checkpoint its class names (robustlens models --import ... --classes)")
+        return data
+    if list(data.classes) == names:
+        return data
+    missing = [c for c in data.classes if c not in names]
+    if missing:
+        raise UserError(f"{flag}: classes {', '.join(map(repr, missing[:5]))} are not among the {len(names)} classes "
+                        f"{checkpoint} predicts ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
+    index = torch.tensor([names.index(c) for c in data.classes], dtype=torch.long)
+    print(f"{flag}: classes mapped by name onto {checkpoint}'s {len(names)} classes", flush=True)
+    return dataclasses.replace(data, labels=index[data.labels.long()].to(data.labels.dtype), classes=names)

@@ -81,7 +81,7 @@ def test_transfer_end_to_end(tmp_path, capsys):
     assert (out / "fusion.png").exists() and (out / "table.csv").exists()
     # a backbone trained for other classes
     _save(tmp_path / "c5.safetensors", tiny_model(4, num_classes=5))
-    bad = ["transfer", "--backbone", f"std={paths[0]}", "--backbone", f"adv={tmp_path / 'c5.safetensors'}", "--target", TINY, "--variants", "std+adv", "--out", str(out)]
+    bad = ["transfer", "--backbone", f"std={paths[0]}", "--backbone", f"adv={tmp_path / 'c5.safetensors'}", "--target", TINY, "--variants", "std+adv", "--out", str(tmp_path / "fusion2")]
     assert main(bad) == 2 and "classes" in capsys.readouterr().err
 
 

@@ -16,8 +16,11 @@ from robustlens.cli_common import (
     add_data_args,
     add_device_arg,
     add_seed_arg,
+    add_overwrite_arg,
     add_threat_args,
+    check_out,
     load_model,
+    match_classes,
     positive_int,
     resolve_device,
 )
@@ -57,6 +60,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
     add_seed_arg(p)
     p.add_argument("--out", default=None, help="write the results as JSON to this path")
+    add_overwrite_arg(p, "an existing --out file")
 
 
 # command-line flag -> attack option. A flag left unset (None) passes nothing, so the attack
@@ -136,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.threat import make_threat, parse_eps
 
     # Everything that can be checked without work is checked first.
+    if args.out:
+        check_out(args.out, overwrite=args.overwrite, folder=False)
     attack = normalize_attack(args.attack)
     threat = make_threat(args.threat, args.eps)
     step_size = parse_eps(args.step_size, name="--step-size") if args.step_size is not None else None
@@ -144,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.n is not None:
         data = data.sample(args.n, seed=args.seed)
-    if data.num_classes > model.num_classes:
-        raise UserError(f"--data: {data.num_classes} classes but the checkpoint's model has {model.num_classes} outputs")
+    data = match_classes(data, meta, model.num_classes, checkpoint=f"--checkpoint {args.checkpoint}")
     res = robust_accuracy(
         model, data, threat, attack=attack, batch_size=args.batch_size, device=device, seed=args.seed,
         progress=sys.stderr.isatty(), checks_enabled=not args.no_checks, **_attack_options(args, attack, step_size),

@@ -22,7 +22,9 @@ import torch
 from robustlens.cli_common import (
     add_device_arg,
     add_format_size_args,
+    add_overwrite_arg,
     add_seed_arg,
+    check_out,
     checkpoint_names,
     load_model,
     positive_int,
@@ -62,6 +64,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generate-steps", type=positive_int, default=60, help="targeted L2 PGD steps for --judge (default 60)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="internal batch size (default 64)")
     p.add_argument("--out", default="explain_out", help="output folder (default explain_out)")
+    add_overwrite_arg(p, "an earlier explain.json and figures in --out")
     add_seed_arg(p)
     add_device_arg(p)
 
@@ -256,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise UserError(f"--methods: unknown {bad or 'empty list'}; expected some of {', '.join(METHODS)}")
-    out = Path(args.out)
+    out = check_out(args.out, overwrite=args.overwrite, results=("explain.json",))
     out.mkdir(parents=True, exist_ok=True)
     models, _ = _load_models(args, device)
     imageset, sub, x, row_labels = _inputs(args, device)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from robustlens.cli_common import add_overwrite_arg, check_out
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", action="store_true", help="also count parameters (builds each model)")
@@ -23,6 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean", default=None, help="input normalisation mean, e.g. 0.485,0.456,0.406 (default: from the file, else the arch default)")
     p.add_argument("--std", default=None, help="input normalisation std, e.g. 0.229,0.224,0.225")
     p.add_argument("--classes", default=None, help="class names: a text file with one per line, or a comma-separated list")
+    add_overwrite_arg(p, "an existing --import destination")
     p.add_argument("--show", default=None, metavar="CKPT", help="load a robustlens checkpoint and print its summary")
 
 
@@ -58,6 +61,7 @@ def _import(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UserError(f"--out: expected a .safetensors path, got {out}")
+    check_out(str(out), overwrite=args.overwrite, folder=False)
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes: expected a positive integer, got {args.num_classes}")
     model = import_weights(args.import_src, args.arch, num_classes=args.num_classes, mean=args.mean, std=args.std)

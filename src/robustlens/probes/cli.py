@@ -20,7 +20,9 @@ from typing import Any
 from robustlens.cli_common import (
     add_data_args,
     add_device_arg,
+    add_overwrite_arg,
     add_seed_arg,
+    check_out,
     checkpoint_names,
     load_model,
     positive_int,
@@ -51,6 +53,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", default=",".join(list(PROBES) + list(EXTRA)),
                    help=f"comma-separated: {', '.join(list(PROBES) + list(EXTRA))} (default: all)")
     p.add_argument("--out", default="runs/probe", help="output folder (default runs/probe)")
+    add_overwrite_arg(p, "an earlier probe.json and figures in --out")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate N images only (a seeded sample of the split)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--blur-kernel", type=int, default=7, help="Gaussian kernel size (odd, default 7)")
@@ -219,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.probes.transforms import PROBES
 
     t0 = time.time()
+    out = check_out(args.out, overwrite=args.overwrite, results=("probe.json",))
     selected = _selected(args)
     device = resolve_device(args.device)
     names = checkpoint_names(args.checkpoint, args.name, numbered=True, hint="; give one per --checkpoint")
@@ -231,7 +235,6 @@ def run(args: argparse.Namespace) -> int:
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.limit:
         data = data.sample(args.limit)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "command": "probe",

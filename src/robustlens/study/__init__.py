@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import sys
 import time
 from importlib import metadata
@@ -85,6 +84,28 @@ def _check_checkpoints_against(spec: Spec, data_out) -> None:
         check_checkpoint_classes(m.checkpoint, meta, list(classes), f"{spec.source_path or 'spec'}: models.{name}.checkpoint")
 
 
+def _check_data(spec: Spec, numbers: dict) -> None:
+    """Right after the data stage, before any training: the checks that need the data (both
+    splits hold images, two classes at least, the ensemble's attacks and the featvis layers
+    fit the models), each naming its spec key."""
+    from robustlens.errors import UserError
+    from robustlens.study.stages.featvis import check_layers
+    from robustlens.study.stages.robustness import check_classes
+
+    where = spec.source_path or "spec"
+    for split, key in (("train", "n_train"), ("test", "n_test")):
+        if not numbers["splits"].get(split, {}).get("images"):
+            raise UserError(f"{where}: data: the {split} split holds no images (data.source {spec.data.source!r}, "
+                            f"data.{key} = {getattr(spec.data, key)}, data.options = {spec.data.options}); "
+                            f"expected at least one")
+    classes = numbers.get("classes") or []
+    if len(classes) < 2:
+        raise UserError(f"{where}: data.source {spec.data.source!r}: {len(classes)} class ({', '.join(classes)}); "
+                        "a classifier needs at least 2")
+    check_classes(spec, len(classes))
+    check_layers(spec, len(classes), int(numbers.get("channels") or 3))
+
+
 def _torchrun_world() -> int:
     from robustlens.train.distributed import env_world
 
@@ -129,24 +150,69 @@ def _train_under_torchrun(spec: Spec, runner, after, stream: TextIO) -> dict | N
     return outputs if info.is_main else None
 
 
+def _copy_checkpoints(outputs: dict, ck_dir: Path) -> None:
+    """``runs/<name>/checkpoints/<model>.safetensors`` + ``.json``: copies of every trained
+    model (the second transfer backbones too), next to the report.
+
+    A copy is replaced whenever its bytes differ from the stage's file (SHA-256, not size or
+    mtime: another spec's model of the same size stays no more), atomically; the copied
+    sidecar names its own weights file (``weights_file = "<model>.safetensors"``), so
+    ``robustlens models --show checkpoints/<model>.json`` loads it."""
+    from robustlens.io import copy_file_atomic, file_sha256, write_json_atomic
+
+    for key, out in outputs.items():
+        if not key.startswith("train_") or not out.measured or out.result.get("source") != "trained":
+            continue
+        name = key[len("train_"):]
+        src, dst = out.path("model.safetensors"), ck_dir / f"{name}.safetensors"
+        if not dst.exists() or file_sha256(dst) != file_sha256(src):
+            copy_file_atomic(src, dst)
+        sidecar = {**json.loads(out.path("model.json").read_text()), "weights_file": dst.name}
+        side_dst = dst.with_suffix(".json")
+        if not side_dst.exists() or json.loads(side_dst.read_text()) != sidecar:
+            write_json_atomic(side_dst, sidecar)
+
+
+def _is_worker_rank() -> bool:
+    """A torchrun rank other than 0 (rank 0 alone holds the run folder's lock)."""
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0) > 0 and _torchrun_world() > 1
+
+
 def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
     """Run (or resume, or reuse) every stage of ``spec``; write results.json, timings.json,
-    report.html and the checkpoints under ``runs/<name>/``. Returns a summary dict."""
+    report.html and the checkpoints under ``runs/<name>/``. Returns a summary dict.
+
+    The run folder is locked for the whole run (:func:`robustlens.io.folder_lock`): a second
+    run on the same folder stops at once with "already running (pid N)"."""
+    from contextlib import nullcontext
+
+    from robustlens.io import folder_lock
+    from robustlens.study.runner import check_run_dir
+
+    check_run_dir(spec.run_dir)
+    with nullcontext() if _is_worker_rank() else folder_lock(spec.run_dir):
+        return _run_study(spec, stream if stream is not None else sys.stdout)
+
+
+def _run_study(spec: Spec, stream: TextIO) -> dict:
     from robustlens.io import write_bytes_atomic, write_json_atomic
     from robustlens.study.report import render_report
-    from robustlens.study.runner import Runner, check_run_dir
-    from robustlens.study.stages import build_stages
+    from robustlens.study.runner import Runner
+    from robustlens.study.stages import build_stages, spec_device
+    from robustlens.study.stages.train import check_batch_sizes
 
-    stream = stream if stream is not None else sys.stdout
     t0 = time.perf_counter()
     run_dir = spec.run_dir
-    check_run_dir(run_dir)
     stages = build_stages(spec)
     runner = Runner(stages, run_dir, shared={"spec": spec}, stream=stream)
     print(f"robustlens study {spec.name}: {len(stages)} stages -> {run_dir}/", file=stream, flush=True)
 
     def after(out) -> None:
         if out.name == "data" and out.measured:
+            _check_data(spec, out.result)
+            check_batch_sizes(runner.stages, runner.shared, spec_device(spec))
             _check_checkpoints_against(spec, out)
 
     known = None
@@ -157,19 +223,7 @@ def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
     outputs = runner.run(after=after, known=known)
     results = assemble_results(spec, runner, outputs)
     write_json_atomic(run_dir / "results.json", results)
-    # Checkpoints next to the report (copies of the train stages' files).
-    ck_dir = run_dir / "checkpoints"
-    # Every trained model, including the second transfer backbones the study trains itself.
-    for name in [k[len("train_"):] for k in outputs if k.startswith("train_")]:
-        out = outputs.get(f"train_{name}")
-        if out is None or not out.measured or out.result.get("source") != "trained":
-            continue
-        for suffix in (".safetensors", ".json"):
-            src = out.path("model" + suffix)
-            dst = ck_dir / f"{name}{suffix}"
-            if src.exists() and (not dst.exists() or dst.stat().st_size != src.stat().st_size or dst.stat().st_mtime < src.stat().st_mtime):
-                ck_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
+    _copy_checkpoints(outputs, run_dir / "checkpoints")
     html = render_report(results, outputs)
     write_bytes_atomic(run_dir / "report.html", html.encode())
     total = time.perf_counter() - t0

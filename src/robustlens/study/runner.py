@@ -12,7 +12,11 @@ it consumes and the robustlens version. So:
   last, then renamed into place: a folder with a final name is always complete. A killed
   run leaves only the temporary folder, which the next run discards; long stages (training)
   also get a persistent ``work/<stage>-<hash>/`` folder in which they checkpoint and from
-  which they resume.
+  which they resume;
+* :func:`robustlens.study.run_study` holds an advisory lock on the run folder
+  (:func:`robustlens.io.folder_lock`) for the whole run, so only the holder of the lock ever
+  discards a temporary folder: a second run on the same folder stops with
+  "already running (pid N)" instead of deleting the first one's work.
 
 A stage returns a :class:`~robustlens.study.result.StageResult` (or a plain JSON-able dict),
 written to its folder as ``result.json``. A stage that cannot run on this data (no masks, no
@@ -203,6 +207,8 @@ class Runner:
         those stages and their dependencies; ``known`` hands in outputs of an earlier call in
         this process (reused as they are, so their status and seconds stay "done")."""
         outputs: dict[str, StageOutput] = {}
+        if known is None:
+            self.discard_stale()
         keep = self.closure(only) if only is not None else None
         stages = [s for s in self.stages if keep is None or s.name in keep]
         total = len(stages)
@@ -240,6 +246,13 @@ class Runner:
             if after is not None:
                 after(out)
         return outputs
+
+    def discard_stale(self) -> None:
+        """Remove the temporary stage folders a killed run left (call it holding the run lock)."""
+        root = self.run_dir / "stages"
+        if root.is_dir():
+            for tmp in root.glob(".tmp-*"):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def run_worker(self, names: list[str]) -> None:
         """Another torchrun rank's share of ``names``: the stages rank 0 is running too (each

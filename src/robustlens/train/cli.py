@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from robustlens.cli_common import add_data_args, add_device_arg, add_seed_arg, add_threat_args, positive_int
+from robustlens.cli_common import add_data_args, add_device_arg, add_overwrite_arg, add_seed_arg, add_threat_args, check_out, positive_int
 from robustlens.errors import UserError
 from robustlens.train.config import MODES, SCHEDULES
 
@@ -57,6 +58,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", default=None, help="use this split for the check instead of held-out training images")
     p.add_argument("--out", default=None, help="output folder (checkpoints, state, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
+    add_overwrite_arg(p, "a run already in --out (its checkpoints, state and metrics.jsonl) by a fresh one")
     p.add_argument("--save-every", type=int, default=0, help="also save the training state every N steps")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUT/tensorboard")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -65,6 +67,20 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, no epoch lines")
     add_seed_arg(p)
     add_device_arg(p)
+
+
+# what a run leaves in --out: a folder holding one of them holds a run
+RUN_FILES = ("state.safetensors", "last.safetensors", "best.safetensors", "metrics.jsonl")
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Before the data is read: --out is writable and holds no run, unless --resume or --overwrite."""
+    if args.resume and not args.out:
+        raise UserError("--resume: needs --out (the folder of the run to continue)")
+    if args.overwrite and (args.resume or not args.out):
+        raise UserError("--overwrite: replaces the run in --out by a fresh one; it needs --out and excludes --resume")
+    if args.out:
+        check_out(args.out, overwrite=args.resume or args.overwrite, results=RUN_FILES, hint=" by a fresh run, --resume to continue it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
         amp=False if args.no_amp else None, compile=args.compile, save_every=args.save_every,
         tensorboard=args.tensorboard, progress=not args.quiet, log=not args.quiet,
     )
-    if args.resume and not args.out:
-        raise UserError("--resume: needs --out (the folder of the run to continue)")
+    _check_out(args)
     # Validate the config (arch too) before the data is read.
     from robustlens.models import available
 
@@ -108,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         kw["width"] = args.width
     torch.manual_seed(args.seed)
     model = create(args.arch, train_set.num_classes, **kw)
+    if args.overwrite:  # a fresh run: the old one's state and metrics must not mix in
+        for f in ("state.safetensors", "metrics.jsonl"):
+            (Path(args.out) / f).unlink(missing_ok=True)
     result = train(model, train_set, cfg, out_dir=args.out, val_set=val_set, resume=args.resume, device=args.device)
     summary = {k: result.final.get(k) for k in ("epoch", "loss", "train_accuracy", "check_clean_accuracy", "check_robust_accuracy")}
     summary.update(seconds=round(result.seconds, 2), best_epoch=result.best_epoch,

@@ -314,6 +314,9 @@ def _prepare(model: nn.Module, train_set: ImageSet, config: TrainConfig | None, 
     info = distributed.setup(device)
     device = distributed.device_for(info, device)
     cfg = cfg0.resolve(cfg0.kind or data_kind(train_set.name, train_set.resolution), device.type)
+    if train_set.num_classes < 2:
+        raise UserError(f"{train_set.name or 'the training set'}: {train_set.num_classes} class "
+                        f"({', '.join(map(str, train_set.classes))}); training a classifier needs at least 2 classes")
     n_classes = getattr(model, "num_classes", None)
     if n_classes is not None and n_classes != train_set.num_classes:
         raise UserError(f"model has {n_classes} outputs but {train_set.name or 'the training set'} has {train_set.num_classes} classes")

@@ -15,7 +15,7 @@ import argparse
 import re
 from pathlib import Path
 
-from robustlens.cli_common import add_device_arg, add_seed_arg, positive_int, resolve_device
+from robustlens.cli_common import add_device_arg, add_overwrite_arg, add_seed_arg, check_out, nonneg_float, positive_float, positive_int, resolve_device
 from robustlens.errors import UserError
 
 
@@ -26,11 +26,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=positive_int, default=3, help="training runs per variant and target (default 3)")
     p.add_argument("--mode", choices=["linear", "finetune"], default="linear", help="linear probe on frozen backbones (fast) or full fine-tuning (the paper's protocol)")
     p.add_argument("--epochs", type=positive_int, default=None, help="default 30 (both modes)")
-    p.add_argument("--lr", type=float, default=None, help="default 0.001 (finetune, the paper) / 0.05 (linear, standardised features)")
+    p.add_argument("--lr", type=positive_float, default=None, help="default 0.001 (finetune, the paper) / 0.05 (linear, standardised features)")
     p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
     p.add_argument("--no-standardize", action="store_true", help="linear probe on raw (not z-scored) features")
     p.add_argument("--out", required=True, help="output folder")
+    add_overwrite_arg(p, "an earlier results.json (and table, figure) in --out")
     add_device_arg(p)
     add_seed_arg(p)
 
@@ -60,6 +61,7 @@ def parse_target(spec: str) -> tuple[str, int | None]:
 def run(args: argparse.Namespace) -> int:
     from robustlens.transfer.fusion import check_variants, parse_variants, run_fusion_study
 
+    check_out(args.out, overwrite=args.overwrite, results=("results.json",))
     backbones = parse_backbones(args.backbone)
     variants = parse_variants(args.variants)
     check_variants(variants, {k: len(v) for k, v in backbones.items()})  # before loading anything

@@ -18,7 +18,10 @@ from robustlens.cli_common import (
     add_device_arg,
     add_seed_arg,
     add_threat_args,
+    check_out,
     load_model,
+    match_classes,
+    positive_float,
     positive_int,
     resolve_device,
 )
@@ -30,17 +33,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="ADV checkpoint for robust, STD checkpoint for det / rand")
     add_data_args(p)
     p.add_argument("--split", default="train", help="split to construct from (default train); the test split is used for --train-eval")
-    p.add_argument("--out", required=True, help="output folder (chunks/, data.npz, construct.json, results.json)")
+    p.add_argument("--out", required=True, help="output folder (chunks/, data.npz, construct.json, results.json); "
+                   "rerunning a command whose construction was interrupted continues it")
     p.add_argument("--n", type=positive_int, default=None, help="use N training images, a seeded sample (default all)")
     p.add_argument("--steps", type=positive_int, default=None, help="default 200 (robust) / 40 (det, rand); paper: 1000 / 100")
-    p.add_argument("--step-size", type=float, default=None, help="default 0.1 (the paper's)")
-    p.add_argument("--eps", type=float, default=None, help="L2 radius for det / rand (default 0.5, the paper's)")
+    p.add_argument("--step-size", type=positive_float, default=None, help="default 0.1 (the paper's)")
+    p.add_argument("--eps", type=positive_float, default=None, help="L2 radius for det / rand (default 0.5, the paper's)")
     p.add_argument("--init", choices=["image", "noise"], default=None, help="robust: start from another random training image (paper) or uniform noise")
     p.add_argument("--chunk-size", type=positive_int, default=256, help="images per saved chunk (default 256)")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--train-eval", action="store_true", help="train a fresh standard model on the result and evaluate it on the original test set")
     p.add_argument("--epochs", type=positive_int, default=15, help="--train-eval epochs (default 15)")
-    p.add_argument("--lr", type=float, default=0.05, help="--train-eval peak lr (cosine; default 0.05)")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="--train-eval peak lr (cosine; default 0.05)")
     add_threat_args(p, threat_flag="--eval-norm", threat_default="l2", threat_help="threat for the robust accuracy (default l2)",
                     eps_flag="--eval-eps", eps_default="0.25", eps_help="eps for the robust accuracy (default 0.25, Ilyas et al.'s L2 value)")
     p.add_argument("--eval-steps", type=positive_int, default=20, help="PGD steps for the robust accuracy (default 20)")
@@ -130,11 +134,15 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.io import versions, write_json_atomic
     from robustlens.transfer.construct import construct_dataset, construction_stats
 
+    # writable before any work; a rerun continues (or re-evaluates) the construction in --out by
+    # design, and construct.json refuses one with another configuration, so nothing is replaced
+    check_out(args.out, overwrite=True)
     device = resolve_device(args.device)
     eval_eps = _check_args(args)
-    model, _ = load_model(args.checkpoint, device)
+    model, meta = load_model(args.checkpoint, device)
     opts = {"format": args.format} if args.format else {}
-    train = load(args.data, split=args.split, size=args.size, **opts)
+    train = match_classes(load(args.data, split=args.split, size=args.size, **opts), meta, model.num_classes,
+                          checkpoint=f"--checkpoint {args.checkpoint}")
     _check_model(args, model, train)
     ds = construct_dataset(
         model, train, args.kind, out_dir=args.out, n=args.n, steps=args.steps, step_size=args.step_size,

@@ -11,11 +11,11 @@ same machine.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from robustlens.errors import UserError
+from robustlens.io import file_sha256  # noqa: F401  (a loaded checkpoint's identity, part of its train stage's hash)
 from robustlens.study.runner import StageContext
 from robustlens.study.spec import Spec
 
@@ -151,9 +151,10 @@ def load_model(ctx: StageContext, name: str):
 
 
 def analysis_models(spec: Spec) -> list[str]:
-    """Models compared in the analysis stages: every model except a dedicated generation
-    judge and the second backbones named by ``stages.transfer.second_std`` / ``second_adv``."""
-    helpers = {spec.stages.generation.judge, spec.stages.transfer.second_std, spec.stages.transfer.second_adv} - {""}
+    """Models compared in the analysis stages: every model except the dedicated generation
+    judges and the second backbones named by ``stages.transfer.second_std`` / ``second_adv``."""
+    g = spec.stages.generation
+    helpers = {g.judge, g.judge_adv, spec.stages.transfer.second_std, spec.stages.transfer.second_adv} - {""}
     return [m for m in spec.models if m not in helpers or m in ("std", "adv")]
 
 
@@ -193,15 +194,6 @@ def strip_seconds(obj: Any) -> Any:
     if isinstance(obj, list):
         return [strip_seconds(v) for v in obj]
     return obj
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (a loaded checkpoint's identity, part of its train stage's hash)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def analysis_deps(spec: Spec) -> tuple[str, ...]:

@@ -75,3 +75,41 @@ def _channels(ctx: StageContext, n: str, m, figures: dict, captions: dict) -> di
         captions[f"channels_{n}_{layer}"] = f"{n}: inputs maximising channels of {layer} (gradient ascent, {p['steps']} steps)."
         out[layer] = {"channels": chans, "hf_share": hf_share(imgs)}
     return out
+
+
+def check_layers(spec: Spec, n_classes: int, channels: int) -> None:
+    """Right after the data stage: every name of ``stages.featvis.layers`` is a module of every
+    analysed model (built on the meta device: no memory, no training; a checkpoint's model from
+    its sidecar)."""
+    import torch
+
+    from robustlens.errors import UserError
+    from robustlens.explain.saliency import find_layer
+    from robustlens.models import create
+    from robustlens.study.stages.context import analysis_models
+
+    f = spec.stages.featvis
+    if not (f.enabled and f.layers):
+        return
+    for name in analysis_models(spec):
+        arch, kwargs = _arch_of(spec, name, channels)
+        with torch.device("meta"):
+            model = create(arch, num_classes=n_classes, **kwargs)
+        for layer in f.layers:
+            try:
+                find_layer(model, layer)
+            except UserError as e:
+                raise UserError(f"stages.featvis.layers: models.{name} ({arch}): {str(e).removeprefix('layer: ')}") from None
+
+
+def _arch_of(spec: Spec, name: str, channels: int) -> tuple[str, dict]:
+    """``(arch, keyword arguments)`` that build model ``name`` as its train stage will."""
+    import json
+    from pathlib import Path
+
+    m = spec.models[name]
+    if m.checkpoint:
+        side = json.loads(Path(m.checkpoint).with_suffix(".json").read_text())
+        return side["arch"], {k: v for k, v in (side.get("model_kwargs") or {}).items() if k != "num_classes"}
+    extra = {"in_channels": channels} if m.arch == "small_cnn" else {}
+    return m.arch, {**extra, **m.arch_options}

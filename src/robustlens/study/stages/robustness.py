@@ -84,3 +84,21 @@ def _plot_eps_curve(models: dict, path: Path) -> str:
 
     series = {n: m.get("eps_curve") or [] for n, m in models.items()}
     return line_chart(series, path, figsize=(5, 3.2), xlabel="eps", ylabel="PGD accuracy", ylim=(0, 1.02)).name
+
+
+# the fewest classes each attack's loss is defined for (DLR: eq. 6 uses the 3rd logit; targeted DLR: eq. 7, the 4th)
+_MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 2}
+
+
+def check_classes(spec: Spec, n_classes: int) -> None:
+    """Right after the data stage: every attack of the ensemble is defined for ``n_classes`` classes."""
+    from robustlens.errors import UserError
+
+    r = spec.stages.robustness
+    if not (r.enabled and r.autoattack):
+        return
+    for a in r.autoattack_attacks:
+        need = _MIN_CLASSES.get(a, 2)
+        if n_classes < need:
+            raise UserError(f"stages.robustness.autoattack_attacks: {a} needs at least {need} classes and the data has "
+                            f"{n_classes}; drop {a!r} from the list or set stages.robustness.autoattack = false")

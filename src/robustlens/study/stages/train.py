@@ -46,9 +46,32 @@ def _load(ctx: StageContext) -> StageResult:
 
 def train_config(ctx: StageContext):
     """The :class:`~robustlens.train.TrainConfig` of the model's spec (0 / "" = the trainer's default)."""
+    return config_of(ctx.params)
+
+
+def check_batch_sizes(stages: list, shared: dict, device) -> None:
+    """Right after the data stage: every trained model's batch size fits its training images
+    (the images the per-epoch check holds out excepted), named by its spec key."""
+    from robustlens.train.config import data_kind
+    from robustlens.train.loop import _split_check
+
+    train_set = load_data(shared)["train"]
+    for s in stages:
+        if s.fn is not run or s.params["spec"]["checkpoint"]:
+            continue
+        cfg = config_of(s.params)
+        cfg = cfg.resolve(cfg.kind or data_kind(train_set.name, train_set.resolution), device.type)
+        n = len(_split_check(train_set, None, cfg)[0])
+        if cfg.batch_size > n:
+            key = "batch_size" if s.params["spec"]["batch_size"] else "batch_size (0: the trainer's default)"
+            raise UserError(f"models.{s.params['model']}.{key}: a batch of {cfg.batch_size} is larger than the "
+                            f"{n} training images (data.n_train = {shared['spec'].data.n_train}); use a smaller batch")
+
+
+def config_of(p: dict):
+    """The :class:`~robustlens.train.TrainConfig` of a train stage's parameters."""
     from robustlens.train import TrainConfig
 
-    p = ctx.params
     m = p["spec"]
     kw: dict[str, Any] = dict(mode=m["mode"], threat=p["threat_norm"], seed=int(m["seed"]))
     if m["mode"] != "std":
