@@ -163,3 +163,30 @@ def test_saliency_share_ignores_the_methods_the_stage_left_out():
     v = _verdicts({"saliency": sal})["saliency_object"]
     assert "ig: STD" not in v["numbers"] and v["numbers"]["methods where ADV > STD + 0.02"] == "1/2"
     assert v["verdict"] == "does not hold"
+
+
+def test_report_opens_with_the_claims_at_a_glance_linked_to_their_sections(tmp_path: Path):
+    from robustlens.study.report import CLAIM_SECTION, SECTIONS
+
+    assert set(CLAIM_SECTION) == {c.id for c in CLAIMS}  # every claim links to a section
+    assert set(CLAIM_SECTION.values()) <= {sid for sid, _, _ in SECTIONS}
+    results = {"config": {"name": "x", "models": {}, "threat": {"norm": "linf", "eps": "8/255"}},
+               "claims": evaluate_claims(_results()), "versions": {}, "stages": {}}
+    html = render_report(results, {})
+    glance = html.index('id="glance"')
+    assert glance < html.index('id="setup"') and glance < html.index('id="claims"')
+    row = html[html.index('<a href="#bias">shape_bias</a>'):]
+    assert "ADV - STD: <b>0.7</b>" in row.split("</tr>")[0] and 'class="holds"' in row.split("</tr>")[0]
+
+
+def test_data_section_states_the_world(tmp_path: Path):
+    world = {"description": "the class is the texture (amplitude 0.060 = 1.9 eps); the shape agrees with it 86% of the time.",
+             "eps": 8 / 255, "cues": [
+                 {"cue": "texture", "is_class": True, "agreement": 1.0, "amplitude": 0.06, "amplitude_over_eps": 1.9, "forgeable_at_eps": True},
+                 {"cue": "shape", "is_class": False, "agreement": 0.865, "amplitude": 0.44, "amplitude_over_eps": 14.0, "forgeable_at_eps": False}]}
+    outputs = {"data": StageOutput("data", "h", tmp_path, {"classes": ["a"], "splits": {}, "figures": {}, "world": world}, "done")}
+    results = {"config": {"name": "x", "models": {}, "threat": {"norm": "linf", "eps": "8/255"}},
+               "claims": [], "versions": {}, "stages": {}}
+    html = render_report(results, outputs)
+    assert "the class is the texture (amplitude 0.060 = 1.9 eps)" in html
+    assert "agrees with the class 86.5% of the time" in html and "non-robust" in html and "robust at eps" in html

@@ -192,6 +192,34 @@ def agreement(corr: float, classes: int = 10) -> float:
     return corr + (1.0 - corr) / classes
 
 
+def cue_amplitudes(cfg: TrifeatureConfig) -> dict[str, float]:
+    """The smallest pixel change (L-inf, [0, 1] units) that tells two classes of each cue apart:
+    the texture's amplitude ``contrast``; the colour's smallest L-inf distance between two
+    palette colours; the shape's silhouette step, the smallest largest-channel distance of a
+    colour to the background (minus the texture that may darken it)."""
+    rgb = COLOUR_RGB.double()
+    pair = (rgb[:, None, :] - rgb[None, :, :]).abs().amax(-1)
+    colour = float(pair[~torch.eye(len(rgb), dtype=torch.bool)].min())
+    shape = float((rgb - cfg.background).abs().amax(-1).min()) - cfg.contrast
+    return {"texture": cfg.contrast, "colour": colour, "shape": shape}
+
+
+def cue_table(cfg: TrifeatureConfig, data: ImageSet, eps: float | None) -> list[dict]:
+    """One row per cue: its agreement with the class on ``data`` (measured), its amplitude
+    (:func:`cue_amplitudes`) and that amplitude in units of an L-inf ``eps`` (None: left out). Below 2 eps a cue can be
+    forged: a perturbation of size eps removes eps of one class's pattern and draws another
+    class's at eps (Ilyas et al.'s "non-robust" features: predictive, yet flipped by eps)."""
+    amp = cue_amplitudes(cfg)
+    rows = []
+    for name in FACTOR_NAMES:
+        rate = float((data.factor(name) == data.labels).double().mean()) if len(data) else float("nan")
+        row = {"cue": name, "is_class": name == cfg.label, "agreement": rate, "amplitude": amp[name]}
+        if eps:
+            row.update(amplitude_over_eps=amp[name] / eps, forgeable_at_eps=amp[name] < 2 * eps)
+        rows.append(row)
+    return rows
+
+
 def _to_int(key: str, value) -> int:
     if isinstance(value, bool):
         raise UserError(f"trifeature option {key}={value!r}: expected an integer")

@@ -224,9 +224,20 @@ def _localisation(res: dict) -> tuple[dict, bool]:
 
 
 def _generation(res: dict) -> tuple[dict, bool]:
-    s = _get(res, "generation", "models", "std", "judge_agreement")
-    a = _get(res, "generation", "models", "adv", "judge_agreement")
-    return {"STD judged as target": _r(s), "ADV judged as target": _r(a), "ADV - STD": _r(a - s)}, a - s > 0.10
+    """Aggarwal et al. (after Tsipras et al.): "adding a large targeted adversarial perturbation
+    leads to an image resembling the target class". A judge of one kind rewards its own kind's
+    perturbations, so a judge of each kind must see ADV's images as the target more often."""
+    g = _get(res, "generation")
+    judges = [j for j in (g.get("judge"), g.get("judge_adv")) if j]
+    if len(judges) < 2:
+        raise _Missing("generation/judge_adv (the claim needs a judge of each kind)")
+    nums, ok = {}, True
+    for j in judges:
+        s = _get(g, "models", "std", "judges", j, "agreement")
+        a = _get(g, "models", "adv", "judges", j, "agreement")
+        nums.update({f"{j}: STD's judged as target": _r(s), f"{j}: ADV's judged as target": _r(a), f"{j}: ADV - STD": _r(a - s)})
+        ok = ok and a - s > 0.10
+    return nums, ok
 
 
 def _sanity_guided(res: dict) -> tuple[dict, bool]:
@@ -354,7 +365,8 @@ CLAIMS: list[Claim] = [
           "holds if ADV box accuracy (IoU >= 0.5) - STD's > 0.02 with both the energy (50 %) and the max (15 %) threshold, "
           "and ADV's is above a centred box's (what a constant map gives)", _localisation),
     Claim("generation", AGGARWAL, "Large targeted perturbations of ADV models turn images into the target class (perceptually aligned gradients).",
-          "holds if an independent judge model assigns ADV's generated images to the target at least 0.10 more often than STD's",
+          "holds if independent judges of both kinds (an STD and an ADV model, another seed) each assign ADV's generated images "
+          "to the target more than 0.10 more often than STD's",
           _generation),
     Claim("fusion", MAIN, "Late fusion: ADV+ADV is the best variant at low resolution, STD+STD at high resolution (Fig. 9).",
           f"holds if ADV+ADV is within {FUSION_TIE} of the best variant at the lowest size and STD+STD within {FUSION_TIE} "

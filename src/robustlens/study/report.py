@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page (inline CSS, figures as base64 PNG data URIs, no
 script, no external request), in the order of the main paper (Itazuri et al. 2019):
 
-setup and data samples -> clean / robust accuracy -> saliency grids -> feature visualisation
+the claims at a glance (every verdict, its key number, a link to its section) -> setup and
+data samples (with the procedural world's cues stated plainly) -> clean / robust accuracy -> saliency grids -> feature visualisation
 -> sanity checks -> transformations (blur, median, reversal, stylisation, silhouettes) ->
 shape bias -> neuron analysis -> localisation -> generation -> transfer / constructed data
 sets -> the seeds' claims with their numbers and verdicts.
@@ -123,6 +124,7 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
             f"Options: <code>{_esc(json.dumps(r.get('options', {})))}</code>.</p>"
         )
         parts.append(_table(["split", "images", "per class"], srows))
+        parts.append(_world(r.get("world")))
         parts.append(_figures(d))
     else:
         parts.append(_not_measured(d, "data"))
@@ -131,6 +133,47 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
         if tr is not None and tr.measured and tr.stage_result().figures:
             parts.append(f"<h3>Training: {_esc(name)}</h3>" + _figures(tr))
     return "\n".join(parts)
+
+
+def _world(world: dict | None) -> str:
+    """The procedural world stated plainly: which cue is the class (predictive), how often the
+    others agree with it, and which cues an eps-perturbation can forge (non-robust)."""
+    if not world:
+        return ""
+    eps = world.get("eps")
+    rows = []
+    for c in world.get("cues", []):
+        role = "the class" if c.get("is_class") else f"agrees with the class {100 * c['agreement']:.1f}% of the time"
+        kind = ("" if "forgeable_at_eps" not in c else
+                "non-robust: below 2 eps, a perturbation can replace it by another class's" if c["forgeable_at_eps"] else "robust at eps")
+        rows.append([c["cue"], role, c.get("amplitude"), c.get("amplitude_over_eps", ""), kind])
+    head = f"<h3>The world</h3><p>{_esc(world.get('description', ''))}</p>"
+    return head + _table(["cue", "role (training split, measured)", "amplitude", f"amplitude / eps ({_fmt(eps)})", "at eps"], rows)
+
+
+#: the report section each claim is measured in (the claims-at-a-glance table links to it)
+CLAIM_SECTION = {
+    "clean_tradeoff": "accuracy", "robust_gain": "accuracy", "shape_bias": "bias", "median": "transforms",
+    "blur_gap": "transforms", "blur_retention": "transforms", "stylised": "transforms", "silhouettes": "transforms",
+    "reversal": "transforms", "filters_smaller": "neurons", "filters_smoother": "neurons", "simpler_neurons": "neurons",
+    "saliency_object": "saliency", "sanity_guided": "sanity", "localisation": "localisation", "generation": "generation",
+    "fusion": "transfer", "fusion_mixed": "transfer", "robust_dataset": "construct", "nonrobust_dataset": "construct",
+    "nonrobust_rand": "construct",
+}
+
+
+def _glance(claims: list[dict]) -> str:
+    """Every verdict in one compact table, with its key number (the claim's last, its
+    difference or ratio) and a link to the section that measures it."""
+    rows = []
+    for c in claims:
+        cls = {"holds": "holds", "does not hold": "fails"}.get(c["verdict"], "notm")
+        key, val = list(c["numbers"].items())[-1] if c["numbers"] else ("", "")
+        sec = CLAIM_SECTION.get(c["id"], "claims")
+        rows.append(f'<tr><td><a href="#{sec}">{_esc(c["id"])}</a></td><td>{_esc(c["claim"])}</td>'
+                    f'<td>{_esc(key)}{": " if key else ""}<b>{_esc(_fmt(val))}</b></td><td class="{cls}">{_esc(c["verdict"])}</td></tr>')
+    return ('<h2 id="glance">The claims at a glance</h2><table><tr><th>claim</th><th>statement</th><th>key number</th>'
+            '<th>verdict</th></tr>' + "\n".join(rows) + '</table><p>Every claim\'s numbers and rule: <a href="#claims">the claims</a>.</p>')
 
 
 def _sec_robustness(o: dict[str, StageOutput], spec: dict) -> str:
@@ -219,6 +262,7 @@ def render_report(results: dict, outputs: dict[str, StageOutput]) -> str:
         "<p class=\"sub\">What do adversarially robust models look at? Standard (STD) versus adversarially trained (ADV) "
         "classifiers, after Itazuri et al. (2019) and three companion papers. Numbers: <code>results.json</code>.</p>",
         f"<nav>{nav}</nav>",
+        _glance(results.get("claims", [])),
     ]
     for sid, heading, fn in SECTIONS:
         if sid in ("transfer", "construct") and sid not in outputs:

@@ -1,4 +1,6 @@
-"""The ``data`` stage: load the splits, record their summaries, draw sample grids."""
+"""The ``data`` stage: load the splits, record their summaries, draw sample grids; for the
+procedural set, the world's cues (which one is the class, how often the others agree with it,
+their amplitudes in units of eps)."""
 
 from __future__ import annotations
 
@@ -50,4 +52,21 @@ def run(ctx: StageContext) -> StageResult:
         "has_boxes": train.boxes is not None,
         "factor_names": list(train.factor_names),
     }
-    return StageResult(numbers, figures=figures, captions=captions)
+    notes = None
+    if train.meta.get("source") == "trifeature":
+        numbers["world"] = _world(train, spec)
+        notes = [numbers["world"]["description"]]
+    return StageResult(numbers, figures=figures, captions=captions, notes=notes)
+
+
+def _world(train, spec: Spec) -> dict:
+    """The procedural world in words and numbers: which cue is the class, how often each other
+    cue agrees with it (measured on the training split), and each cue's amplitude against the
+    study's eps (:func:`robustlens.data.trifeature.cue_table`)."""
+    from robustlens._eps import parse_eps
+    from robustlens.data.trifeature import TrifeatureConfig, cue_table
+
+    cfg = TrifeatureConfig(**train.meta["options"])
+    linf = spec.threat.norm.lower().replace("-", "") in ("linf", "inf")
+    eps = parse_eps(spec.threat.eps, name="threat.eps") if linf else None  # amplitudes are L-inf
+    return {"description": cfg.describe(eps) + ".", "eps": eps, "cues": cue_table(cfg, train, eps)}

@@ -19,41 +19,62 @@ def params(spec: Spec) -> dict:
 
 
 def deps(spec: Spec) -> tuple[str, ...]:
-    judge = spec.stages.generation.judge
-    return tuple(dict.fromkeys(("data", "train_std", "train_adv") + ((f"train_{judge}",) if judge else ())))
+    g = spec.stages.generation
+    return tuple(dict.fromkeys(("data", "train_std", "train_adv") + tuple(f"train_{j}" for j in (g.judge, g.judge_adv) if j)))
 
 
 def run(ctx: StageContext) -> StageResult:
-    """Large-eps targeted L2 PGD towards each class; the share an independent judge assigns to
-    the target (perceptually aligned gradients; Santurkar et al. 2019, Aggarwal et al.)."""
+    """Large-eps targeted L2 PGD towards each class; the share that independent judges assign
+    to the target (perceptually aligned gradients; Santurkar et al. 2019, Aggarwal et al.).
+
+    Aggarwal et al. (after Tsipras et al.): "adding a large targeted adversarial perturbation
+    leads to an image resembling the target class". Without a human to say what resembles the
+    class, a model judges; but a judge of one kind shares its kind's features, so an STD judge
+    is moved by what STD models generate (non-robust patterns) and an ADV judge by ADV's. The
+    stage therefore asks a judge of each kind (``judge``: STD, ``judge_adv``: ADV, both trained
+    independently, another seed), and the claim needs ADV ahead by both."""
     import torch
 
     from robustlens.explain.generate import generate
-    from robustlens.explain.render import image_grid
 
     p = ctx.params
     if not p["judge"]:
         raise NotMeasured("generation needs an independent judge model: set stages.generation.judge to a model of [models]")
-    judge = load_model(ctx, p["judge"])
+    judges = {j: load_model(ctx, j) for j in (p["judge"], p.get("judge_adv", "")) if j}
     sub = eval_subset(ctx.shared, p["n"])
     k = sub.num_classes
     targets = (sub.labels + 1 + torch.arange(len(sub)) % max(1, k - 1)) % k
     dev = device(ctx)
+    x0 = sub.float(device=dev)
     out, figures = {}, {}
     for n in ("std", "adv"):
         m = load_model(ctx, n)
-        x = generate(m, sub.float(device=dev), targets.to(dev), eps=p["eps"] if p["eps"] > 0 else None, steps=p["steps"])
+        x = generate(m, x0, targets.to(dev), eps=p["eps"] if p["eps"] > 0 else None, steps=p["steps"])
         with torch.no_grad():
-            self_hit = float((m(x).argmax(1).cpu() == targets).float().mean())
-            judge_hit = float((judge(x).argmax(1).cpu() == targets).float().mean())
-            judge_start = float((judge(sub.float(device=dev)).argmax(1).cpu() == targets).float().mean())
-        out[n] = {"target_success": self_hit, "judge_agreement": judge_hit, "judge_start_rate": judge_start}
-        f = f"generated_{n}.png"
-        image_grid(x[:16].cpu(), ctx.out / f, ncol=8, labels=[sub.classes[int(t)] for t in targets[:16]], title=f"{n}: targeted L2 eps={p['eps']}")
-        figures[f"generated_{n}"] = f
-    rows = [[n, o["target_success"], o["judge_agreement"], o["judge_start_rate"]] for n, o in out.items()]
+            hit = lambda net, imgs: float((net(imgs).argmax(1).cpu() == targets).float().mean())  # noqa: E731
+            per = {j: {"agreement": hit(jm, x), "start_rate": hit(jm, x0)} for j, jm in judges.items()}
+            out[n] = {"target_success": hit(m, x), "judge_agreement": per[p["judge"]]["agreement"],
+                      "judge_start_rate": per[p["judge"]]["start_rate"], "judges": per}
+        figures[f"generated_{n}"] = _grid(ctx, x, sub, targets, n, p["eps"])
+    return _result(p, sub, out, figures, list(judges))
+
+
+def _grid(ctx: StageContext, x, sub, targets, name: str, eps: float) -> str:
+    from robustlens.explain.render import image_grid
+
+    f = f"generated_{name}.png"
+    image_grid(x[:16].cpu(), ctx.out / f, ncol=8, labels=[sub.classes[int(t)] for t in targets[:16]], title=f"{name}: targeted L2 eps={eps}")
+    return f
+
+
+def _result(p: dict, sub, out: dict, figures: dict, judges: list[str]) -> StageResult:
+    rows = [[n, o["target_success"]] + [o["judges"][j]["agreement"] for j in judges] + [o["judge_start_rate"]]
+            for n, o in out.items()]
     summary = (f"Targeted L2 PGD (eps {p['eps'] if p['eps'] > 0 else 'module default'}, {p['steps']} steps) from test images "
-               f"towards another class; the judge ({p['judge']}, trained independently) classifies the results.")
-    tables = {"generation": {"header": ["generator", "own model hits target", "judge says target", "judge before"], "rows": rows}}
-    return StageResult({"n": len(sub), "eps": p["eps"], "steps": p["steps"], "judge": p["judge"], "models": out},
+               f"towards another class; independently trained judges ({', '.join(judges)}) classify the results. A judge of "
+               "one kind shares its kind's features, so the claim asks a judge of each kind.")
+    header = ["generator", "own model hits target"] + [f"judge {j} says target" for j in judges] + [f"{p['judge']} before"]
+    tables = {"generation": {"header": header, "rows": rows}}
+    return StageResult({"n": len(sub), "eps": p["eps"], "steps": p["steps"], "judge": p["judge"],
+                        "judge_adv": p.get("judge_adv", ""), "models": out},
                        figures=figures, summary=summary, tables=tables, order=("notes", "figures", "summary", "tables", "captions"))
