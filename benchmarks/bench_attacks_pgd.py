@@ -31,6 +31,16 @@ def bare_loop(model, x, y, eps, step, steps):
     return xa
 
 
+def _peer(module: str, package: str, extra: str) -> bool:
+    """Whether the peer ``module`` is installed; if not, one line names the extra that brings it."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return True
+    print(f"skipping {package}: not installed (pip install -e '.[{extra}]')")
+    return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["small_cnn", "preact_resnet18"])
@@ -62,7 +72,7 @@ def main() -> None:
             m_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
             x_cl = x.contiguous(memory_format=torch.channels_last)
             variants["bare loop, channels_last model+input"] = lambda: bare_loop(m_cl, x_cl, y, eps, step, steps)
-        if "art" not in args.skip:
+        if "art" not in args.skip and _peer("art", "adversarial-robustness-toolbox", "test"):
             from art.attacks.evasion import ProjectedGradientDescent
             from art.estimators.classification import PyTorchClassifier
 
@@ -70,13 +80,13 @@ def main() -> None:
             art = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=step, max_iter=steps, num_random_init=0, batch_size=args.batch, verbose=False)
             xn, yn = x.numpy(), y.numpy()
             variants["ART"] = lambda: art.generate(xn, y=yn)
-        if "foolbox" not in args.skip:
+        if "foolbox" not in args.skip and _peer("foolbox", "foolbox", "bench"):
             import foolbox as fb
 
             fmodel = fb.PyTorchModel(model, bounds=(0, 1))
             fpgd = fb.attacks.LinfPGD(abs_stepsize=step, steps=steps, random_start=False)
             variants["foolbox"] = lambda: fpgd(fmodel, x, y, epsilons=eps)
-        if "captum" not in args.skip:
+        if "captum" not in args.skip and _peer("captum", "captum", "test"):
             from captum.robust import PGD
 
             cpgd = PGD(model, loss_func=lambda out, t: F.cross_entropy(out, t, reduction="none"), lower_bound=0.0, upper_bound=1.0)

@@ -47,6 +47,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-loop", action="store_true", help="skip the (slow) scipy per-image loops")
     args = ap.parse_args()
+    import importlib.util
+
+    if importlib.util.find_spec("kornia") is None:
+        raise SystemExit("kornia is not installed: pip install -e '.[test]' (it is this benchmark's peer)")
     import kornia
 
     g = torch.Generator().manual_seed(0)
