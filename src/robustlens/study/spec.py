@@ -48,7 +48,8 @@ class DataSpec:
     n_train: int = 0
     n_test: int = 0
     # measured: see default.toml; a data set on disk gets {} unless the spec gives options
-    options: dict = field(default_factory=lambda: {"contrast": 0.12})
+    options: dict = field(default_factory=lambda: {"label": "texture", "contrast": 0.06, "shape_corr": 0.85,
+                                                   "scale_min": 0.4, "scale_max": 0.5})
 
 
 @dataclass
@@ -83,10 +84,10 @@ class ModelSpec:
 
 
 def _default_models() -> dict[str, ModelSpec]:
-    # ``judge``: an independently trained STD model (another seed) that only judges the
-    # generation stage; it is left out of the STD vs ADV comparison.
+    # ``judge`` / ``judge_adv``: independently trained STD and ADV models (another seed) that
+    # only judge the generation stage; they are left out of the STD vs ADV comparison.
     return {"std": ModelSpec(mode="std", seed=0), "adv": ModelSpec(mode="fgsm-rs", seed=0),
-            "judge": ModelSpec(mode="std", seed=1, epochs=3)}
+            "judge": ModelSpec(mode="std", seed=1, epochs=3), "judge_adv": ModelSpec(mode="fgsm-rs", seed=1, epochs=3)}
 
 
 @dataclass
@@ -137,7 +138,7 @@ class BiasSpec:
 
     enabled: bool = True
     n: int = 500
-    contrast_grid: list[float] = field(default_factory=lambda: [0.04, 0.07, 0.12, 0.18])
+    contrast_grid: list[float] = field(default_factory=lambda: [0.03, 0.06, 0.09, 0.12])
 
 
 @dataclass
@@ -202,14 +203,17 @@ class LocalisationSpec:
 class GenerationSpec:
     """``[stages.generation]``: large-eps targeted L2 PGD towards each class; the share that
     an independently trained judge model assigns to the target (perceptually aligned
-    gradients, Santurkar et al. 2019 / Aggarwal et al.). ``judge`` names a model of the
-    spec (``""``: no judge, the stage reports "not measured")."""
+    gradients, Santurkar et al. 2019 / Aggarwal et al.). ``judge`` (an STD model) and
+    ``judge_adv`` (an ADV one) name models of the spec: a judge of one kind favours the images
+    its own kind generates, so the claim asks both (``""``: no such judge; without ``judge``
+    the stage reports "not measured", without ``judge_adv`` the claim does)."""
 
     enabled: bool = True
     n: int = 20
     eps: float = 10.0
     steps: int = 60
     judge: str = "judge"
+    judge_adv: str = "judge_adv"
 
 
 @dataclass
@@ -543,8 +547,10 @@ def _check_stages(spec: Spec, fail) -> None:
                 fail(("stages", sname), "methods", str(unknown_name("method", meth, SALIENCY_METHODS)))
     if st.localisation.method not in SALIENCY_METHODS:
         fail(("stages", "localisation"), "method", str(unknown_name("method", st.localisation.method, SALIENCY_METHODS)))
-    if st.generation.judge and st.generation.judge not in spec.models:
-        fail(("stages", "generation"), "judge", f"no model {st.generation.judge!r} in [models] ({', '.join(spec.models)})")
+    for key in ("judge", "judge_adv"):
+        judge = getattr(st.generation, key)
+        if judge and judge not in spec.models:
+            fail(("stages", "generation"), key, f"no model {judge!r} in [models] ({', '.join(spec.models)})")
     for sname in ("robustness", "transforms", "bias", "neurons", "saliency", "sanity", "localisation", "generation"):
         if getattr(st, sname).n <= 0:
             fail(("stages", sname), "n", f"expected a positive number of images, got {getattr(st, sname).n}")

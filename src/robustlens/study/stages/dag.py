@@ -74,11 +74,12 @@ def _train_stages(spec: Spec) -> tuple[list[StageDef], list[StageDef]]:
     """The train stages of the spec's models, and those of the second transfer backbones the
     study trains itself (the first one's recipe with seed + 1)."""
     st = spec.stages
-    # a helper model (the generation judge, a named second transfer backbone) is trained only
+    # a helper model (a generation judge, a named second transfer backbone) is trained only
     # when the stage that uses it runs
-    needed = ({st.generation.judge} if st.generation.enabled else set()) | (
+    judges = {st.generation.judge, st.generation.judge_adv}
+    needed = (judges if st.generation.enabled else set()) | (
         set(transfer_second_models(spec).values()) if st.transfer.enabled else set())
-    unused = {st.generation.judge, st.transfer.second_std, st.transfer.second_adv} - {"", "std", "adv"} - needed
+    unused = (judges | {st.transfer.second_std, st.transfer.second_adv}) - {"", "std", "adv"} - needed
     own = [_train_stage(spec, name, m, m) for name, m in spec.models.items() if name not in unused]
     seconds = transfer_second_models(spec) if st.transfer.enabled else {}
     extra = [_train_stage(spec, name, dataclasses.replace(spec.models[kind], seed=int(spec.models[kind].seed) + 1), spec.models[kind])
