@@ -174,3 +174,45 @@ def tar_folder(root: Path, archive: Path, arcname: str | None = None) -> Path:
     with tarfile.open(archive, mode) as tf:
         tf.add(root, arcname=arcname if arcname is not None else root.name)
     return archive
+
+
+def png16_bytes(arr: np.ndarray) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB or RGBA by the last axis of uint16 (h, w, c)),
+    written chunk by chunk after the PNG specification (PIL writes only 16-bit grey)."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    raw = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def add_tar_member(archive: Path, name: str, data: bytes | None = None, size: int = 0) -> Path:
+    """Append a member ``name`` to a ``.tar.gz`` (``data``, or ``size`` zero bytes streamed)."""
+    import io
+
+    with tarfile.open(archive, "r:gz") as tf:
+        old = [(m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()]
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tf:
+        for m, content in old:
+            tf.addfile(m, io.BytesIO(content) if content is not None else None)
+        info = tarfile.TarInfo(name)
+        info.size = len(data) if data is not None else size
+        tf.addfile(info, io.BytesIO(data) if data is not None else _Zeros(size))
+    return archive
+
+
+class _Zeros:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def read(self, k: int = -1) -> bytes:
+        k = self.n if k < 0 else min(k, self.n)
+        self.n -= k
+        return bytes(k)

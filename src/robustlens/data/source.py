@@ -49,6 +49,16 @@ def is_procedural(source: str | os.PathLike) -> bool:
     return parse_source(source)[0] in PROCEDURAL
 
 
+MAX_SIZE = 4096  # the largest image side a source is resized to (one RGB image there: 48 MiB)
+
+
+def size_memory(size: int) -> str:
+    """What ``size`` costs as uint8 RGB, said for a message about a too large size."""
+    from robustlens.data.readers.base import gib
+
+    return f"one {size}x{size} RGB image takes {gib(3 * size * size)}, 10,000 of them {gib(3e4 * size * size)}"
+
+
 def _check_size(size) -> int | None:
     if size is None:
         return None
@@ -60,6 +70,8 @@ def _check_size(size) -> int | None:
         value = None
     if value is None or value <= 0:
         raise UserError(f"size={size!r}: expected a positive integer")
+    if value > MAX_SIZE:
+        raise UserError(f"size={size!r}: expected at most {MAX_SIZE} ({size_memory(value)})")
     return value
 
 

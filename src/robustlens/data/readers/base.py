@@ -68,10 +68,35 @@ def is_archive(path: Path) -> bool:
     return any(name.endswith(s) for s in ARCHIVE_SUFFIXES)
 
 
+def gib(nbytes: float) -> str:
+    """``nbytes`` in words: ``"1.5 GiB"``, ``"48.0 MiB"``."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name
+        return None
+
+
+def check_memory(n: int, channels: int, size: int | None, where: str) -> None:
+    """Refuse, before any work, to decode ``n`` images to ``size`` x ``size`` when the uint8
+    array alone would exceed this machine's physical memory; the message gives the estimate."""
+    mem = _physical_memory()
+    need = n * channels * (size or 0) ** 2
+    if mem is not None and need > mem:
+        raise UserError(
+            f"{where}: {n} images at {size}x{size} with {channels} channel(s) take {gib(need)} as uint8, more than "
+            f"this machine's {gib(mem)} of memory; pass a smaller --size"
+        )
+
+
 def resize_uint8(images: torch.Tensor, size: int | None, resample: str = "bilinear", chunk: int = 2048) -> torch.Tensor:
     """Resize uint8 (N, C, H, W) to (N, C, size, size) with antialiased interpolation."""
     if size is None or tuple(images.shape[2:]) == (size, size):
         return images
+    check_memory(images.shape[0], images.shape[1], size, "resizing")
     out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
     for a in range(0, images.shape[0], chunk):
         x = images[a : a + chunk].float()

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from robustlens.data.readers.base import check_memory
 from robustlens.errors import UserError
 
 
@@ -33,14 +34,39 @@ def decode_image(source: Path | bytes, size: int | None, channels: int = 3, resa
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             mode = "L" if channels == 1 else "RGB"
+            im = _to_8bit(im, label)
             if im.mode != mode:
                 im = im.convert(mode)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), _pil_resample(resample))
             arr = np.asarray(im, dtype=np.uint8)
+    except UserError:
+        raise
     except Exception as e:  # PIL raises many types for corrupt files
         raise UserError(f"{label}: cannot decode image ({type(e).__name__}: {e})") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _to_8bit(im, label: str):
+    """A 16-bit greyscale image (PNG, TIFF ``I;16*``; a PGM with maxval > 255, which PIL
+    scales to 0..65535) as 8 bits by its high byte: what PIL itself does with 16-bit RGB, RGBA
+    and grey+alpha PNGs, so a picture decodes alike whatever its channels. (PIL's own
+    ``convert("L")`` clips these at 255: a solid white image.) A 32-bit integer or float image
+    is kept when its values lie in 0..255 (as before) and refused otherwise: it has no defined
+    8-bit scale."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format in ("PPM", "PNG")):
+        a = np.asarray(im).astype(np.uint32)
+        return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8), "L")
+    if im.mode in ("I", "F"):
+        lo, hi = im.getextrema()
+        if lo < 0 or hi > 255:
+            raise UserError(
+                f"{label}: a {'32-bit integer' if im.mode == 'I' else 'floating-point'} image with values "
+                f"{lo:g}..{hi:g}, which have no defined 8-bit scale; save it with 8 or 16 bits per channel"
+            )
+    return im
 
 
 def _pil_resample(resample: str):
@@ -98,6 +124,8 @@ def decode_many(
     workers = max(1, min(num_workers or os.cpu_count() or 1, 32))
     if total is None and isinstance(items, Sequence):
         total = len(items)
+    if total is not None:
+        check_memory(total, channels, size, desc)
     per = 512 if total is None else max(16, min(1024, total // (workers * 8) + 1))
     bar = tqdm(total=total, desc=desc, unit="img", disable=not sys.stderr.isatty(), leave=False)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) if workers > 1 else None
@@ -147,7 +175,8 @@ def _different_sizes(named_shapes) -> None:
         seen.setdefault(tuple(shape[:2]), name)
     (s1, n1), (s2, n2) = list(seen.items())[:2]
     raise UserError(
-        f"images have different sizes ({n1} is {s1[1]}x{s1[0]}, {n2} is {s2[1]}x{s2[0]}); pass size=N to resize them"
+        f"images have different sizes ({n1} is {s1[1]}x{s1[0]}, {n2} is {s2[1]}x{s2[0]}); pass --size N to resize "
+        "them (size = N in a study spec's [data], size=N in Python)"
     )
 
 

@@ -49,7 +49,8 @@ def _tree_dirs(root: str) -> set[tuple[int, int]]:
     """The (device, inode) of every real (not linked) folder under ``root``, hidden ones left out."""
     keys = {_key(root)}
     for dirpath, dirnames, _ in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
+        # os.walk lists links to folders among dirnames even when it does not follow them
+        dirnames[:] = [d for d in dirnames if not _is_hidden(d) and not os.path.islink(os.path.join(dirpath, d))]
         for d in dirnames:
             try:
                 keys.add(_key(os.path.join(dirpath, d)))
