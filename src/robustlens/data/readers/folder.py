@@ -1,9 +1,14 @@
 """``folder``: ``root/<class>/*.jpg|jpeg|png|bmp|webp|gif|tif`` or ``root/<split>/<class>/...``.
 
 Split folders are train, test, val, valid, validation, ... A single shared top folder is
-skipped. Without split folders the one split is ``"train"``. :func:`folder_layout` is shared
-with the ``archive`` reader (the same layout inside a tar) and the streaming
-:class:`~robustlens.data.loader.FileLoader` (:func:`scan_folder`).
+skipped. Without split folders the one split is ``"train"``. One layout holds for the whole
+tree: a folder beside the split folders, an image directly in a split folder, images at two
+depths, a path with ``..`` (an archive member) or splits with different class folders are
+errors that name the culprit, never a silent change of what the folders mean.
+:func:`folder_layout` is shared with the ``archive`` reader (the same layout inside a tar)
+and the streaming :class:`~robustlens.data.loader.FileLoader` (:func:`scan_folder`, which
+lists files with :func:`~robustlens.data.readers.walk.walk_files`: symbolic links followed
+safely).
 """
 
 from __future__ import annotations
