@@ -56,8 +56,7 @@ class _Capped:
         self.f, self.path, self.pos = f, path, 0
         self._buf, self._off = b"", 0
 
-    def read(self, n: int = -1) -> bytes:
-        n = MAX_ARCHIVE_BYTES + 1 - self.pos if n < 0 else n
+    def read(self, n: int) -> bytes:
         while len(self._buf) - self._off < n:
             block = self.f.read(max(1 << 20, n - len(self._buf) + self._off))
             if not block:
