@@ -19,12 +19,37 @@ masks come from inside tests (half-planes, implicit curves) on a batch of rotate
 coordinate grids, one class at a time (a loop over the 10 classes, never over images or
 pixels), and everything is deterministic from ``seed`` (each split has its own stream).
 
+The study's world (``robustlens/study/default.toml``; issue 15). The seeds explain what ADV
+models look at by two properties of the data, and the default study builds both in:
+
+* robust features are less predictive than non-robust ones (Tsipras et al. 2019, "Robustness
+  may be at odds with accuracy", as cited by the main paper): here the *shape*, a silhouette
+  step of at least 0.44 (14 eps at 8/255) that no eps-perturbation can forge, agrees with the
+  class only 86.5% of the time (``shape_corr = 0.85``: copied with probability 0.85, uniform
+  otherwise);
+* non-robust features are predictive yet brittle (Ilyas et al. 2019, "Adversarial examples
+  are not bugs, they are features"): the class *is* the texture (``label = "texture"``, it
+  agrees 100%), a fine pattern of amplitude 0.06 = 1.9 eps. Below 2 eps a perturbation can
+  remove eps of one texture and draw another at eps, so the texture can be forged
+  (:func:`cue_table`'s ``forgeable_at_eps``).
+
+So STD, minimising the clean loss, follows the texture (clean accuracy near 1, no robustness),
+and ADV, whose adversary forges the texture at every step, can only trust the shape (clean
+accuracy near the shape's 86.5%, robust). Objects are large (radius 40-50% of the side,
+``scale_min`` / ``scale_max``) so that a small CNN learns the faint texture in the default
+recipe's 5 epochs (measured: ``benchmarks/bench_study_world.py``; at 25-42% STD reached only
+0.92). The colour is noise (agrees 10%, chance). :meth:`TrifeatureConfig.describe` states a
+world in these words ("the class is the texture ...; the shape agrees with it 86% of the
+time"); the study's data section prints it with :func:`cue_table`.
+
 Splits:
     ``train`` / ``test``: i.i.d. draws. The label factor (``label``, default ``"shape"``) is
         balanced; each other factor copies the label's class with probability ``<factor>_corr``
         and is uniformly random otherwise (so its agreement rate is ``corr + (1 - corr) / 10``).
-        With the defaults (``texture_corr=1``, ``colour_corr=0``) texture is a perfect shortcut
-        for shape, colour is noise: the DESIGN's calibration set.
+        With the library defaults (``texture_corr=1``, ``colour_corr=0``) texture is a perfect
+        shortcut for shape, colour is noise: the DESIGN's calibration set. The class's own
+        ``<label>_corr`` is refused (it always agrees with itself), and so is a ``contrast``
+        above :data:`MAX_CONTRAST` (it would clip the colours).
     ``conflict``: cue-conflict images (Geirhos et al. 2019): shape of one class, texture of
         another (always different), colour uniformly random; label = the ``label`` factor,
         ``factors`` carry all three so shape bias = shape hits / (shape hits + texture hits).
@@ -85,8 +110,8 @@ class TrifeatureConfig:
     Attributes:
         size: image side in pixels (32..224 is the intended range; 16..1024 accepted).
         label: which factor is the class label: ``"shape"``, ``"texture"`` or ``"colour"``.
-        contrast: texture amplitude in [0, 1] (pixel units). 0.07 is the DESIGN's "fine
-            texture" at which STD leans on texture and ADV on shape; 0.18 is "strong".
+        contrast: texture amplitude in [0, MAX_CONTRAST] (pixel units; 0.2, beyond which the
+            colours would clip). The study's world uses 0.06 = 1.9 eps at 8/255.
         texture_corr: probability that texture copies the label's class (train/test splits).
         colour_corr: probability that colour copies the label's class.
         shape_corr: probability that shape copies the label's class (used when the label is

@@ -5,7 +5,7 @@ the claims at a glance (every verdict, its key number, a link to its section) ->
 data samples (with the procedural world's cues stated plainly) -> clean / robust accuracy -> saliency grids -> feature visualisation
 -> sanity checks -> transformations (blur, median, reversal, stylisation, silhouettes) ->
 shape bias -> neuron analysis -> localisation -> generation -> transfer / constructed data
-sets -> the seeds' claims with their numbers and verdicts.
+sets -> the regime map -> the seeds' claims with their numbers and verdicts.
 
 Each section reads its stage's :class:`~robustlens.study.result.StageResult`
 (``StageOutput.stage_result()``): the summary, tables, figures and captions every stage
@@ -230,7 +230,10 @@ SECTIONS: list[tuple[str, str, Callable]] = [
     ("generation", "10. Generation: large targeted perturbations", _sec_generic("generation", "generation")),
     ("transfer", "11. Transfer: late fusion (Sec. 4.2)", _sec_generic("transfer", "transfer")),
     ("construct", "12. Robust and non-robust data sets (Ilyas et al.)", _sec_generic("construct", "constructed data sets")),
+    ("regime", "13. The regime map: texture amplitude / eps x shape agreement", _sec_generic("regime", "regime map")),
 ]
+#: opt-in stages: a section that says "not run" when the spec leaves them off
+OPT_IN = ("transfer", "construct", "regime")
 
 
 def _claims_table(claims: list[dict]) -> str:
@@ -265,7 +268,7 @@ def render_report(results: dict, outputs: dict[str, StageOutput]) -> str:
         _glance(results.get("claims", [])),
     ]
     for sid, heading, fn in SECTIONS:
-        if sid in ("transfer", "construct") and sid not in outputs:
+        if sid in OPT_IN and sid not in outputs:
             body.append(f'<h2 id="{sid}">{_esc(heading)}</h2>' + _not_measured(None, sid))
             continue
         try:
@@ -273,7 +276,7 @@ def render_report(results: dict, outputs: dict[str, StageOutput]) -> str:
         except (KeyError, TypeError, ValueError, FileNotFoundError) as e:  # a malformed stage must not hide the rest
             content = f'<p class="nm">{_esc(heading)}: could not render ({_esc(type(e).__name__)}: {_esc(e)})</p>'
         body.append(f'<h2 id="{sid}">{_esc(heading)}</h2>\n{content}')
-    body.append('<h2 id="claims">13. The seeds\' claims, measured</h2>' + _claims_table(results.get("claims", [])))
+    body.append('<h2 id="claims">14. The seeds\' claims, measured</h2>' + _claims_table(results.get("claims", [])))
     versions = results.get("versions", {})
     body.append("<h2>Provenance</h2>" + _table(["package", "version"], [[k, v] for k, v in versions.items()]))
     body.append(

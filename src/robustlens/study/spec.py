@@ -288,6 +288,29 @@ class ConstructSpec:
     keep_datasets: bool = True  # keep the constructed sets (float32 .npz) in the stage folder
 
 
+#: the procedural set's largest texture amplitude (robustlens.data.trifeature.MAX_CONTRAST; a
+#: test keeps the two equal): the regime grid's amplitude x eps must stay below it
+TRIFEATURE_MAX_CONTRAST = 0.2
+
+
+@dataclass
+class RegimeSpec:
+    """``[stages.regime]`` (opt-in): the regime map. Over a grid of texture amplitude (in units
+    of the study's L-inf eps) x shape agreement (how often the shape agrees with the class, the
+    texture), a small STD and ADV (FGSM-RS) model per cell on a subset of the procedural set;
+    clean / PGD accuracy, shape bias and the claims they decide, as heat maps
+    (:mod:`robustlens.study.stages.regime`)."""
+
+    enabled: bool = False
+    amplitudes: list[float] = field(default_factory=lambda: [1.0, 1.9, 3.0])
+    agreements: list[float] = field(default_factory=lambda: [0.7, 0.865, 1.0])
+    n_train: int = 2000
+    n_test: int = 300
+    epochs: int = 5
+    width: int = 8
+    attack_steps: int = 10
+
+
 @dataclass
 class StagesSpec:
     """``[stages.*]``: every stage and its parameters."""
@@ -303,6 +326,7 @@ class StagesSpec:
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     transfer: TransferSpec = field(default_factory=TransferSpec)
     construct: ConstructSpec = field(default_factory=ConstructSpec)
+    regime: RegimeSpec = field(default_factory=RegimeSpec)
 
 
 @dataclass
@@ -566,9 +590,35 @@ def _check_stages(spec: Spec, fail) -> None:
     if st.robustness.pgd_steps <= 0:
         fail(("stages", "robustness"), "pgd_steps", "expected a positive number of steps")
     _check_counts(spec, fail)
+    _check_regime(spec, fail)
     for v in st.transfer.variants:
         if v not in TRANSFER_VARIANTS:
             fail(("stages", "transfer"), "variants", str(unknown_name("variant", v, TRANSFER_VARIANTS)))
+
+
+def _check_regime(spec: Spec, fail) -> None:
+    """The regime grid: non-empty, distinct, agreements in [0.1, 1] (0.1 = chance), amplitudes
+    positive and, times eps, below the procedural set's largest (a larger one clips)."""
+    rg = spec.stages.regime
+    if not rg.enabled:
+        return
+    for key in ("amplitudes", "agreements"):
+        vals = getattr(rg, key)
+        if not vals or len(set(vals)) != len(vals):
+            fail(("stages", "regime"), key, f"expected a non-empty list of distinct numbers, got {vals!r}")
+    if any(not 0.1 <= g <= 1.0 for g in rg.agreements):
+        fail(("stages", "regime"), "agreements", f"expected shares in [0.1, 1] (0.1 = chance for 10 classes), got {rg.agreements!r}")
+    if spec.threat.norm.lower().replace("-", "") not in ("linf", "inf"):
+        fail(("stages", "regime"), "enabled", f"the regime map measures texture amplitude in L-inf eps; threat.norm is {spec.threat.norm!r}")
+        return
+    eps = parse_eps(spec.threat.eps, name="threat.eps")
+    top = TRIFEATURE_MAX_CONTRAST / eps
+    if any(not 0 < a <= top for a in rg.amplitudes):
+        fail(("stages", "regime"), "amplitudes", f"expected amplitudes in (0, {top:.3g}] eps (amplitude x eps <= "
+                                                 f"{TRIFEATURE_MAX_CONTRAST}, else the texture clips the colour), got {rg.amplitudes!r}")
+    for key in ("n_train", "n_test", "epochs", "width", "attack_steps"):
+        if getattr(rg, key) <= 0:
+            fail(("stages", "regime"), key, f"expected a positive integer, got {getattr(rg, key)}")
 
 
 # counts every stage divides by or loops over: 0 would pass the spec and fail after training

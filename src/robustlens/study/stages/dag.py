@@ -5,6 +5,7 @@
                                                          -> saliency, featvis, sanity,
                                                             localisation, generation
                                                          -> transfer, construct (opt-in)
+    regime (opt-in; no input: it renders and trains its own small worlds)
 
 ``transfer`` consumes train_std, train_adv and, for ``std+std`` / ``adv+adv``, a second model
 of that kind: the one named by ``stages.transfer.second_std`` / ``second_adv``, or else
@@ -25,12 +26,13 @@ from typing import Any
 
 from robustlens.study.runner import StageDef
 from robustlens.study.spec import ModelSpec, Spec, parse_eps, transfer_second_models
-from robustlens.study.stages import (bias, construct, data, featvis, generation, localisation, neurons, robustness,
-                                     saliency, sanity, train, transfer, transforms)
+from robustlens.study.stages import (bias, construct, data, featvis, generation, localisation, neurons, regime,
+                                     robustness, saliency, sanity, train, transfer, transforms)
 from robustlens.study.stages.context import file_sha256
 
 # The analysis stages, in the order they run (each module: NAME, params(spec), deps(spec), run(ctx)).
-ANALYSIS = (robustness, transforms, bias, neurons, saliency, featvis, sanity, localisation, generation, transfer, construct)
+ANALYSIS = (robustness, transforms, bias, neurons, saliency, featvis, sanity, localisation, generation, transfer, construct,
+            regime)
 
 # Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
 STAGE_CODE = 4
@@ -47,6 +49,7 @@ _IMPL_FILES = {
     "generation": ("explain/generate.py",),
     "transfer": ("transfer/fusion.py",),
     "construct": ("transfer/construct.py",),
+    "regime": ("data/trifeature.py", "train/loop.py", "attacks/pgd.py", "probes/bias.py"),
 }
 
 
