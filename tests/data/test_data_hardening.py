@@ -60,6 +60,14 @@ def test_archive_limits_are_stated(tmp_path, monkeypatch):
     monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 1 << 20)
     with pytest.raises(UserError, match=r"s\.tar\.gz: decompresses to more than 1\.0 MiB.*MAX_ARCHIVE_BYTES.*extract it"):
         load(arc, cache=False, num_workers=1)
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 16 << 30)
+    monkeypatch.setattr(archive, "MAX_HEADER_BYTES", 1024)
+    long_name = tmp_path / "long.tar"
+    with tarfile.open(long_name, "w", format=tarfile.GNU_FORMAT) as tf:
+        info = tarfile.TarInfo("s/cat/" + "n" * 2000 + ".png")
+        tf.addfile(info, io.BytesIO(b""))
+    with pytest.raises(UserError, match=r"long\.tar: a 2011-byte 'L' header .*MAX_HEADER_BYTES"):
+        load(long_name, cache=False, num_workers=1)
 
 
 # ------------------------------------------------------------------ 6: one layout per tree

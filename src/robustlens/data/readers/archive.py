@@ -5,8 +5,9 @@ The archive is decompressed as a stream, in one pass: headers are parsed directl
 (:func:`_tar_walk`, after the POSIX.1-1988/2001 ustar and pax layouts; anything it does not
 know goes to :mod:`tarfile`), the bytes of the image members are kept in one buffer and every
 other member is skipped without being held. Limits, each stated in its error: an image member
-up to ``MAX_MEMBER_BYTES``, the whole archive up to ``MAX_ARCHIVE_BYTES`` decompressed (a
-small ``.tar.gz`` of zeros must not take the machine's memory or hours).
+up to ``MAX_MEMBER_BYTES``, a long-name or pax header up to ``MAX_HEADER_BYTES``, the whole
+archive up to ``MAX_ARCHIVE_BYTES`` decompressed (a small ``.tar.gz`` of zeros must not take
+the machine's memory or hours).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from robustlens.data.readers.folder import _split_sets, folder_layout
 
 MAX_MEMBER_BYTES = 256 << 20  # one image member of an archive
 MAX_ARCHIVE_BYTES = 16 << 30  # a whole archive, decompressed
+MAX_HEADER_BYTES = 1 << 20  # a GNU long name or a pax header
 _LIMITS = "robustlens.data.readers.archive"
 
 
@@ -90,6 +92,8 @@ def _pax_path(rec: bytes) -> str | None:
     name = None
     while rec:
         length = int(rec.split(b" ", 1)[0])
+        if length <= 0:
+            raise ValueError("bad pax record length")
         key, _, value = rec[:length].split(b" ", 1)[1].rstrip(b"\n").partition(b"=")
         if key == b"path":
             name = value.decode("utf-8", "surrogateescape")
@@ -125,6 +129,9 @@ def _tar_walk(stream: _Capped) -> Iterator[tuple[str, int]]:
         if hdr[257:263] == b"ustar\x00" and hdr[345:346] != b"\0":  # POSIX ustar name prefix
             name = hdr[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") + "/" + name
         if kind in (b"L", b"x", b"g"):  # GNU long name / pax header of the next member
+            if size > MAX_HEADER_BYTES:
+                raise _err(stream.path, f"a {size}-byte {kind.decode()!r} header at byte {stream.pos - 512}, more "
+                           f"than a name or pax record needs ({_LIMITS}.MAX_HEADER_BYTES); not a plausible tar")
             data = stream.read(padded)
             if len(data) < padded:
                 raise ValueError("truncated archive")
