@@ -306,7 +306,7 @@ class RegimeSpec:
     agreements: list[float] = field(default_factory=lambda: [0.7, 0.865, 1.0])
     n_train: int = 2000
     n_test: int = 300
-    epochs: int = 5
+    epochs: int = 4
     width: int = 8
     attack_steps: int = 10
 
