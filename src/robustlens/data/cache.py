@@ -71,10 +71,10 @@ def fingerprint(path: Path) -> dict:
                 "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
     h = hashlib.blake2b(digest_size=16)
     count = total = 0
+    cut = len(os.fspath(path)) + 1
     for f in walk_files(path):
-        fs = f.stat()
-        h.update(f"{f.relative_to(path).as_posix()}\0{fs.st_size}\0{fs.st_mtime_ns}\0{fs.st_ctime_ns}\n"
-                 .encode("utf-8", "surrogateescape"))
+        fs = os.stat(f)
+        h.update(f"{f[cut:]}\0{fs.st_size}\0{fs.st_mtime_ns}\0{fs.st_ctime_ns}\n".encode("utf-8", "surrogateescape"))
         count += 1
         total += fs.st_size
     return {"path": os.fspath(path), "files": count, "bytes": total, "files_blake2b": h.hexdigest()}
@@ -96,10 +96,8 @@ def _digest(arr: np.ndarray) -> str:
 
 def _row_digests(images: np.ndarray) -> np.ndarray:
     """uint8 (N, 8): the 8-byte BLAKE2b digest of each image (row of ``images``)."""
-    out = np.empty((len(images), 8), np.uint8)
-    for i in range(len(images)):
-        out[i] = np.frombuffer(hashlib.blake2b(images[i], digest_size=8).digest(), np.uint8)
-    return out
+    digests = b"".join(hashlib.blake2b(row, digest_size=8).digest() for row in images)
+    return np.frombuffer(digests, np.uint8).reshape(len(images), 8).copy()
 
 
 def write_entry(entry: Path, sets: dict[str, ImageSet], source: Path, fmt: str, options: dict) -> None:

@@ -131,7 +131,7 @@ def folder_layout(rels: Sequence[str], where: str) -> tuple[list[str], dict[str,
 def scan_folder(root: Path) -> tuple[list[Path], list[str], dict[str, list[tuple[int, int]]]]:
     """Image files under ``root`` (in :func:`~robustlens.data.readers.walk.walk_files` order:
     sorted, symbolic links followed safely), class names and the per-split ``(file index, label)``."""
-    files = [f for f in walk_files(root) if f.name.lower().endswith(IMAGE_EXTENSIONS)]
+    files = [Path(f) for f in walk_files(root) if os.path.basename(f).lower().endswith(IMAGE_EXTENSIONS)]
     rels = [f.relative_to(root).as_posix() for f in files]
     classes, splits = folder_layout(rels, os.fspath(root))
     return files, classes, splits

@@ -84,9 +84,10 @@ def _classify(e: os.DirEntry) -> str:
     return "broken" if e.is_symlink() and not os.path.exists(e.path) else "special"
 
 
-def walk_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (hidden files and folders left out), in ``os.walk``'s
-    top-down order with names sorted: a folder's files, then each sub-folder in turn.
+def walk_files(root: Path | str) -> list[str]:
+    """The path (``root`` joined with the names below it, as text) of every regular file under
+    ``root``, hidden files and folders left out, in ``os.walk``'s top-down order with names
+    sorted: a folder's files, then each sub-folder in turn.
 
     Symbolic links are followed as the module docstring says; what was skipped or followed is
     one :class:`DataWarning` per kind.
@@ -118,7 +119,7 @@ def walk_files(root: Path) -> list[Path]:
             (subdirs if kind == "dir" else files).append(e.path)
         stack.extend(reversed(subdirs))
     _report(top, notes)
-    return [Path(f) for f in files]
+    return files
 
 
 def _report(root: str, notes: dict[str, list[str]]) -> None:
