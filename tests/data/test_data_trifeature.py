@@ -182,7 +182,8 @@ def test_output_does_not_depend_on_chunking_or_threads(monkeypatch):
 
 
 # ------------------------------------------------------------ the study's world (issue 15)
-STUDY_WORLD = dict(label="texture", shape_corr=0.9, contrast=0.05)
+# the default study's world (robustlens/study/default.toml)
+STUDY_WORLD = dict(label="texture", shape_corr=0.85, contrast=0.06, scale_min=0.4, scale_max=0.5)
 
 
 def test_study_world_is_deterministic():
@@ -192,12 +193,12 @@ def test_study_world_is_deterministic():
     assert torch.equal(c.images, small("conflict", **STUDY_WORLD, seed=5).images)
 
 
-@pytest.mark.parametrize("corr", [0.0, 0.7, 0.9, 1.0])
+@pytest.mark.parametrize("corr", [0.0, 0.7, 0.85, 1.0])
 def test_agreement_rates_within_one_percent(corr):
     """The shape agrees with the class (the texture) corr + (1 - corr) / 10 of the time."""
     from robustlens.data.trifeature import agreement
 
-    s = generate(TrifeatureConfig(label="texture", shape_corr=corr, n_train=20000), "train")
+    s = generate(TrifeatureConfig(**{**STUDY_WORLD, "shape_corr": corr}, n_train=20000), "train")
     rate = (s.factor("shape") == s.labels).float().mean().item()
     assert abs(rate - agreement(corr)) < 0.01
     assert torch.equal(s.labels, s.factor("texture")) and s.classes == list(TEXTURES)
@@ -217,8 +218,8 @@ def test_cue_conflict_pairs_always_in_conflict():
 
 def test_describe_names_the_cues():
     text = TrifeatureConfig(**STUDY_WORLD).describe(eps=8 / 255)
-    assert text.startswith("the class is the texture (amplitude 0.050 = 1.6 eps)")
-    assert "the shape agrees with it 91% of the time" in text
+    assert text.startswith("the class is the texture (amplitude 0.060 = 1.9 eps)")
+    assert "the shape agrees with it 86.5% of the time" in text
     assert "the colour agrees with it 10% of the time (chance)" in text
 
 

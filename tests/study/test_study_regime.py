@@ -104,3 +104,17 @@ def test_finished_cell_is_read_back_not_recomputed(tmp_path):
     (tmp_path / "cell3" / "cell.json").write_text(json.dumps(cell))
     ctx = SimpleNamespace(work=tmp_path)  # no data, no models: a recomputation would fail
     assert _cell(ctx, 3, 1.0, 1.0, 8 / 255) == cell
+
+
+def test_default_study_world_and_example_file():
+    """The embedded default is the seeds' world, stated in words; examples/trifeature.toml is
+    the embedded default.toml byte for byte."""
+    from robustlens.data.trifeature import TrifeatureConfig
+    from robustlens.study.spec import DEFAULT_SPEC_PATH, Spec
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "examples" / "trifeature.toml").read_bytes() == DEFAULT_SPEC_PATH.read_bytes()
+    spec = Spec()
+    text = TrifeatureConfig.from_options(spec.data.options).describe(8 / 255)
+    assert text.startswith("the class is the texture (amplitude 0.060 = 1.9 eps)")
+    assert "the shape agrees with it 86.5% of the time" in text

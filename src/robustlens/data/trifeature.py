@@ -39,7 +39,7 @@ accuracy near the shape's 86.5%, robust). Objects are large (radius 40-50% of th
 ``scale_min`` / ``scale_max``) so that a small CNN learns the faint texture in the default
 recipe's 5 epochs (measured: ``benchmarks/bench_study_world.py``; at 25-42% STD reached only
 0.92). The colour is noise (agrees 10%, chance). :meth:`TrifeatureConfig.describe` states a
-world in these words ("the class is the texture ...; the shape agrees with it 86% of the
+world in these words ("the class is the texture ...; the shape agrees with it 86.5% of the
 time"); the study's data section prints it with :func:`cue_table`.
 
 Splits:
@@ -171,8 +171,8 @@ class TrifeatureConfig:
 
     def describe(self, eps: float | None = None) -> str:
         """The world in a sentence a report reader understands, e.g. "the class is the texture
-        (amplitude 0.050 = 1.6 eps); the shape agrees with it 91% of the time; the colour 10%
-        (chance)". Agreement rates are ``corr + (1 - corr) / 10`` (a factor copies the class with
+        (amplitude 0.060 = 1.9 eps); the shape agrees with it 86.5% of the time; the colour
+        agrees with it 10% of the time (chance)". Agreement rates are ``corr + (1 - corr) / 10`` (a factor copies the class with
         probability ``corr`` and is uniformly random otherwise)."""
         amp = f"amplitude {self.contrast:.3f}" + (f" = {self.contrast / eps:.2g} eps" if eps else "")
         parts = [f"the class is the {self.label}" + (f" ({amp})" if self.label == "texture" else "")]
@@ -181,7 +181,7 @@ class TrifeatureConfig:
                 rate = agreement(getattr(self, f"{name}_corr"))
                 extra = f" ({amp})" if name == "texture" else ""
                 chance = " (chance)" if rate == 0.1 else ""
-                parts.append(f"the {name}{extra} agrees with it {100 * rate:.0f}% of the time{chance}")
+                parts.append(f"the {name}{extra} agrees with it {100 * rate:.3g}% of the time{chance}")
         return "; ".join(parts)
 
     @classmethod
