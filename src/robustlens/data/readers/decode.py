@@ -58,7 +58,7 @@ def _to_8bit(im, label: str):
 
     if im.mode.startswith("I;16") or (im.mode == "I" and im.format in ("PPM", "PNG")):
         a = np.asarray(im).astype(np.uint32)
-        return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8), "L")
+        return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8))  # 2-D uint8: mode L
     if im.mode in ("I", "F"):
         lo, hi = im.getextrema()
         if lo < 0 or hi > 255:
