@@ -17,7 +17,8 @@ ENSEMBLE_MEMBERS: tuple[str, ...] = ("apgd-ce", "apgd-t", "apgd-dlr", "fab", "fa
 TRAIN_MODES: tuple[str, ...] = ("std", "fgsm", "fgsm-rs", "pgd", "trades")
 
 # robustlens.explain.saliency.METHODS
-SALIENCY_METHODS: tuple[str, ...] = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam")
+SALIENCY_METHODS: tuple[str, ...] = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam",
+                                     "input_x_gradient", "gradient_shap", "deeplift", "occlusion", "smoothgrad_sq", "vargrad")
 
 # robustlens.probes.transforms.PROBES
 PROBES: tuple[str, ...] = ("blur", "median", "invert", "greyscale", "lowpass", "highpass", "silhouette", "edges", "stylize")

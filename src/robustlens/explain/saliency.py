@@ -31,6 +31,17 @@ Methods (names as accepted by :func:`saliency`):
   quadrature; the completeness gap ("convergence delta") on request.
 * ``ig_path_average``: the main paper authors' variant: the path-averaged gradient only,
   *not* multiplied by (x - x').
+* ``input_x_gradient``: x * d f_t(x) / dx (Shrikumar et al. 2016).
+* ``gradient_shap``: GradientSHAP / expected gradients (Lundberg & Lee 2017): the mean of
+  (x + e - x') * df_t(x' + a (x + e - x')) / dx over baselines x' drawn from a distribution,
+  a ~ U(0, 1) and noise e.
+* ``deeplift``: DeepLift, Rescale rule (Shrikumar et al. 2017), for ReLU networks: ReLUs
+  (module, reused, in-place, functional) and max pooling are intercepted like guided
+  backprop's; another activation is refused.
+* ``occlusion``: a sliding patch set to a baseline (Zeiler & Fergus 2014), batched over
+  (window, image) pairs.
+* ``smoothgrad_sq`` / ``vargrad``: the mean square / the variance of the base map over the
+  noisy copies of SmoothGrad (Hooker et al. 2019; Adebayo et al. 2018).
 * ``gradcam``: Grad-CAM (Selvaraju et al. 2017, eq. 1-2) at a named layer (default: the
   last ``nn.Conv2d``), ReLU(sum_k alpha_k A^k), alpha_k the spatial mean of
   d f_t / dA^k, bilinearly upsampled to the input size and repeated over the input's
@@ -456,6 +467,69 @@ def grad_cam(
 # ----------------------------------------------------------------------------- SmoothGrad
 
 
+class _NoiseSamples:
+    """Standard normal draws e_s of the images' shape, s = 0 .. n-1, for noisy copies.
+
+    From ``noise`` (n, N, C, H, W) when given, else drawn from ``generator`` as one
+    ``torch.randn`` of the images' shape per sample, s = 0, 1, ... (so the draws do not
+    depend on the chunking); one sample is kept at a time, so memory stays at one image batch.
+    """
+
+    def __init__(self, x: Tensor, n: int, noise: Tensor | None, generator: torch.Generator | None, name: str = "noise") -> None:
+        if noise is not None and tuple(noise.shape) != (n, *x.shape):
+            raise UserError(f"{name}: expected shape {(n, *x.shape)}, got {tuple(noise.shape)}")
+        self.x, self.noise, self.generator = x, noise, generator
+        self._cached: tuple[int, Tensor] | None = None
+
+    def sample(self, s: int) -> Tensor:
+        if self._cached is None or self._cached[0] != s:
+            x = self.x
+            e = self.noise[s].to(x) if self.noise is not None else torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+            self._cached = (s, e)
+        return self._cached[1]
+
+    def rows(self, ch: slice) -> tuple[Tensor, Tensor]:
+        """``(image index, noise)`` of the virtual rows ``ch`` (row = s * N + i)."""
+        n = self.x.shape[0]
+        idx = torch.arange(ch.start, ch.stop, device=self.x.device) % n
+        parts, start = [], ch.start
+        while start < ch.stop:  # consecutive rows of one noise sample at a time
+            s, i0 = divmod(start, n)
+            i1 = min(n, i0 + ch.stop - start)
+            parts.append(self.sample(s)[i0:i1])
+            start += i1 - i0
+        return idx, torch.cat(parts)
+
+
+_NOISE_METHODS = ("smoothgrad", "smoothgrad_sq", "vargrad", "gradient_shap")
+
+
+def _sigma(x: Tensor, noise_level: Any) -> Tensor:
+    """sigma = noise_level x (max(x) - min(x)) per image, shaped for broadcasting."""
+    if isinstance(noise_level, bool) or not (isinstance(noise_level, (int, float)) and noise_level >= 0):
+        raise UserError(f"noise_level: expected a number >= 0, got {noise_level!r}")
+    flat = x.flatten(1)
+    return (noise_level * (flat.max(1).values - flat.min(1).values)).view(-1, *([1] * (x.dim() - 1)))
+
+
+def _noisy_moments(
+    model: nn.Module, x: Tensor, t: Tensor, base: str, n_samples: int, sigma: Tensor, draws: _NoiseSamples, b: int, base_opts: dict
+) -> tuple[Tensor, Tensor]:
+    """The mean of base(x + sigma e_s) and of its square over the samples, in chunks of ``b`` rows."""
+    if base not in METHODS or base in _NOISE_METHODS:
+        raise UserError(f"base: expected one of {', '.join(m for m in METHODS if m not in _NOISE_METHODS)}, got {base!r}")
+    fn = SALIENCY.get(base)
+    total, total_sq = torch.zeros_like(x), torch.zeros_like(x)
+    for ch in _chunks(n_samples * x.shape[0], b):
+        idx, e = draws.rows(ch)
+        m = fn(model, x[idx] + sigma[idx] * e, t[idx], internal_batch_size=b, **base_opts)
+        if isinstance(m, tuple):
+            m = m[0]
+        total.index_add_(0, idx, m)
+        total_sq.index_add_(0, idx, m * m)
+    return total / n_samples, total_sq / n_samples
+
+
 def smoothgrad(
     model: nn.Module,
     images: Tensor,
@@ -484,41 +558,308 @@ def smoothgrad(
     t = check_target(model, x, target)
     n_samples = _positive(n_samples, "n_samples")
     b = _positive(internal_batch_size, "internal_batch_size")
-    if base not in METHODS or base == "smoothgrad":
-        raise UserError(f"base: expected one of {', '.join(m for m in METHODS if m != 'smoothgrad')}, got {base!r}")
-    if not (isinstance(noise_level, (int, float)) and noise_level >= 0):
-        raise UserError(f"noise_level: expected a number >= 0, got {noise_level!r}")
-    if noise is not None and tuple(noise.shape) != (n_samples, *x.shape):
-        raise UserError(f"noise: expected shape {(n_samples, *x.shape)}, got {tuple(noise.shape)}")
+    draws = _NoiseSamples(x, n_samples, noise, generator)
+    mean, mean_sq = _noisy_moments(model, x, t, base, n_samples, _sigma(x, noise_level), draws, b, base_opts)
+    return mean_sq if squared else mean
+
+
+def smoothgrad_sq(
+    model: nn.Module, images: Tensor, target: Target, base: str = "vanilla", n_samples: int = 50, noise_level: float = 0.2,
+    noise: Tensor | None = None, generator: torch.Generator | None = None, internal_batch_size: int = 64, **base_opts: Any,
+) -> Tensor:
+    """SmoothGrad-Squared (Hooker et al. 2019, Sec. 3): 1/n sum_s base(x + e_s)^2, the noise as in :func:`smoothgrad`."""
+    return smoothgrad(model, images, target, base, n_samples, noise_level, noise, generator, True, internal_batch_size, **base_opts)
+
+
+def vargrad(
+    model: nn.Module, images: Tensor, target: Target, base: str = "vanilla", n_samples: int = 50, noise_level: float = 0.2,
+    noise: Tensor | None = None, generator: torch.Generator | None = None, internal_batch_size: int = 64, **base_opts: Any,
+) -> Tensor:
+    """VarGrad (Adebayo et al. 2018b; Hooker et al. 2019, Sec. 3): the variance over the noisy
+    copies, 1/n sum_s base(x + e_s)^2 - (1/n sum_s base(x + e_s))^2, the noise as in
+    :func:`smoothgrad` (captum's NoiseTunnel ``vargrad``: the population variance)."""
+    x = check_images(images)
+    t = check_target(model, x, target)
+    n_samples = _positive(n_samples, "n_samples")
+    b = _positive(internal_batch_size, "internal_batch_size")
+    draws = _NoiseSamples(x, n_samples, noise, generator)
+    mean, mean_sq = _noisy_moments(model, x, t, base, n_samples, _sigma(x, noise_level), draws, b, base_opts)
+    return mean_sq - mean * mean
+
+
+# ----------------------------------------------------------------------------- input x gradient, GradientSHAP
+
+
+def input_x_gradient(model: nn.Module, images: Tensor, target: Target, internal_batch_size: int = 64) -> Tensor:
+    """Input x gradient, x * d f_t(x) / dx (Shrikumar et al. 2016; Ancona et al. 2018, Sec. 2.1)."""
+    return check_images(images) * vanilla_gradient(model, images, target, internal_batch_size)
+
+
+def _baseline_set(x: Tensor, baselines: float | Tensor | None) -> Tensor:
+    """The reference distribution of GradientSHAP as a (K, C, H, W) tensor (None: one black image)."""
+    if baselines is None or isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
+        return torch.full((1, *x.shape[1:]), float(baselines or 0.0), dtype=x.dtype, device=x.device)
+    if not isinstance(baselines, Tensor):
+        raise UserError(f"baselines: expected None, a number or a tensor (K, C, H, W), got {type(baselines).__name__}")
+    b = baselines.to(device=x.device, dtype=x.dtype)
+    b = b[None] if b.dim() == 3 else b
+    if b.dim() != 4 or tuple(b.shape[1:]) != tuple(x.shape[1:]) or b.shape[0] == 0:
+        raise UserError(f"baselines: expected a tensor (K, {', '.join(map(str, x.shape[1:]))}), got shape {tuple(baselines.shape)}")
+    return b
+
+
+def gradient_shap(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    baselines: float | Tensor | None = None,
+    n_samples: int = 20,
+    stdev: float = 0.0,
+    generator: torch.Generator | None = None,
+    draws: tuple[Tensor, Tensor, Tensor | None] | None = None,
+    internal_batch_size: int = 64,
+) -> Tensor:
+    """GradientSHAP (Lundberg & Lee 2017, Sec. 4 "expected gradients"; captum's GradientShap).
+
+    phi(x) = 1/n sum_s (x + e_s - x'_s) * d f_t(x'_s + a_s (x + e_s - x'_s)) / dx, with
+    x'_s drawn uniformly from ``baselines`` (a (K, C, H, W) distribution; a number or
+    None = one constant image, black by default), a_s ~ U(0, 1) and e_s ~ N(0, stdev^2 I).
+
+    Random draws: ``draws = (index (n, N) long, alpha (n, N), noise (n, N, C, H, W) or
+    None)`` (standard normal noise, scaled by ``stdev`` here), or else from ``generator``:
+    first the baseline indices, then the alphas, then one ``torch.randn`` of the images'
+    shape per sample. The n x N points go through the model in chunks of ``internal_batch_size``.
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    n_samples = _positive(n_samples, "n_samples")
+    b = _positive(internal_batch_size, "internal_batch_size")
+    if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or stdev < 0:
+        raise UserError(f"stdev: expected a number >= 0, got {stdev!r}")
+    refs = _baseline_set(x, baselines)
     n = x.shape[0]
-    flat = x.flatten(1)
-    sigma = (noise_level * (flat.max(1).values - flat.min(1).values)).view(-1, *([1] * (x.dim() - 1)))
-    fn = SALIENCY.get(base)
+    if draws is None:
+        index = torch.randint(len(refs), (n_samples, n), generator=generator).to(x.device)
+        alpha = torch.rand((n_samples, n), generator=generator, dtype=x.dtype).to(x.device)
+        noise = None
+    else:
+        index, alpha, noise = draws
+        if tuple(index.shape) != (n_samples, n) or tuple(alpha.shape) != (n_samples, n):
+            raise UserError(f"draws: index and alpha must have shape {(n_samples, n)}, got {tuple(index.shape)} and {tuple(alpha.shape)}")
+        index, alpha = index.long().to(x.device).flatten(), alpha.to(x).flatten()
+    index, alpha = index.flatten(), alpha.flatten()
+    samples = _NoiseSamples(x, n_samples, noise, generator, name="draws (noise)") if stdev > 0 else None
+    view = (-1,) + (1,) * (x.dim() - 1)
     total = torch.zeros_like(x)
-    cache: dict[int, Tensor] = {}
-
-    def sample(s: int) -> Tensor:
-        if s not in cache:
-            cache.clear()
-            e = noise[s].to(x) if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            cache[s] = e
-        return cache[s]
-
     for ch in _chunks(n_samples * n, b):
-        rows = range(ch.start, ch.stop)
-        idx = torch.tensor([r % n for r in rows], device=x.device)
-        parts, start = [], ch.start
-        while start < ch.stop:  # consecutive rows of one noise sample at a time
-            s, i0 = divmod(start, n)
-            i1 = min(n, i0 + ch.stop - start)
-            parts.append(x[i0:i1] + sigma[i0:i1] * sample(s)[i0:i1])
-            start += i1 - i0
-        noisy = torch.cat(parts)
-        m = fn(model, noisy, t[idx], internal_batch_size=b, **base_opts)
-        if isinstance(m, tuple):
-            m = m[0]
-        total.index_add_(0, idx, m * m if squared else m)
+        i = torch.arange(ch.start, ch.stop, device=x.device) % n
+        xs = x[i] + stdev * samples.rows(ch)[1] if samples is not None else x[i]
+        ref = refs[index[ch]]
+        diff = xs - ref
+        total.index_add_(0, i, diff * _input_grad(model, ref + alpha[ch].view(view) * diff, t[i], "logit"))
     return total / n_samples
+
+
+# ----------------------------------------------------------------------------- DeepLift (Rescale)
+
+
+_DL_EPS = 1e-10  # |x - x'| below this: the gradient stands in for the multiplier (captum's eps)
+
+
+def _halves(v: Tensor) -> tuple[Tensor, Tensor]:
+    n = v.shape[0] // 2
+    return v[:n], v[n:]
+
+
+def _rescale_multiplier(grad: Tensor, z: Tensor, out: Tensor) -> Tensor:
+    """Rescale rule (Shrikumar et al. 2017, eq. 3 / Sec. 3.3): m = Delta out / Delta in at a
+    ReLU, shared by the input rows and their reference rows; the gradient where |Delta in| < eps."""
+    (zx, zr), (ox, orf) = _halves(z), _halves(out)
+    din, dout = torch.cat([zx - zr] * 2), torch.cat([ox - orf] * 2)
+    small = din.abs() < _DL_EPS
+    return torch.where(small, grad * (z > 0).to(grad.dtype), grad * dout / torch.where(small, torch.ones_like(din), din))
+
+
+class _RescaleReLU(torch.autograd.Function):
+    """ReLU on the stacked batch [x; x'] whose backward is the Rescale rule."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor) -> Tensor:  # type: ignore[override]
+        out = z.clamp(min=0)
+        ctx.save_for_backward(z, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        z, out = ctx.saved_tensors
+        return _rescale_multiplier(grad, z, out)
+
+
+class _RescaleReLUInplace(torch.autograd.Function):
+    """In-place version (``F.relu(x, inplace=True)``, ``x.relu_()``): modifies and returns ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.z = z.detach().clone()
+        z.clamp_(min=0)
+        ctx.mark_dirty(z)
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return _rescale_multiplier(grad, ctx.z, out)
+
+
+def _unpool(v: Tensor, idx: Tensor, shape: torch.Size) -> Tensor:
+    """Scatter ``v`` (N, C, h, w) back to the argmax positions ``idx`` of an (N, C, H, W) input (summing repeats)."""
+    flat = torch.zeros(shape[0], shape[1], shape[2] * shape[3], dtype=v.dtype, device=v.device)
+    return flat.scatter_add_(2, idx.flatten(2), v.flatten(2)).view(shape)
+
+
+class _RescaleMaxPool(torch.autograd.Function):
+    """2-D max pooling with DeepLift's rule for a max (captum's ``maxpool``): Delta out is split
+    between the argmax of the input (max(o, o') - o') and that of the reference (o - max(o, o')),
+    then divided by Delta in; the gradient where |Delta in| < eps."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, kwargs: dict) -> Tensor:  # type: ignore[override]
+        out, idx = F.max_pool2d(z, **kwargs, return_indices=True)
+        ctx.save_for_backward(z, out, idx)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        z, out, idx = ctx.saved_tensors
+        (zx, zr), (ox, orf), (ix, ir) = _halves(z), _halves(out), _halves(idx)
+        gx, gr = _halves(grad)
+        top = torch.max(ox, orf)
+        num = _unpool(gx * (top - orf), ix, zx.shape) + _unpool(gr * (ox - top), ir, zr.shape)
+        din, num = torch.cat([zx - zr] * 2), torch.cat([num] * 2)
+        small = din.abs() < _DL_EPS
+        return torch.where(small, _unpool(grad, idx, z.shape), num / torch.where(small, torch.ones_like(din), din)), None
+
+
+_MAXPOOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+
+
+def _non_relu_functions() -> dict[Callable, str]:
+    """Non-linearities DeepLift's Rescale rule is not implemented for here (by torch name)."""
+    names = ["gelu", "silu", "elu", "elu_", "leaky_relu", "leaky_relu_", "softplus", "hardtanh", "hardtanh_", "relu6",
+             "hardswish", "hardsigmoid", "mish", "selu", "celu", "sigmoid", "tanh", "softmax", "log_softmax", "logsigmoid",
+             "softsign", "tanhshrink", "glu", "prelu", "rrelu", "threshold", "max_pool1d", "max_pool3d",
+             "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "fractional_max_pool2d"]
+    out: dict[Callable, str] = {}
+    for owner in (F, torch, torch.Tensor):
+        for name in names:
+            fn = getattr(owner, name, None)  # torch's namespaces, not ours
+            if fn is not None:
+                out[fn] = name
+    return out
+
+
+class DeepLiftMode(TorchFunctionMode):
+    """A torch-function mode for DeepLift on the stacked batch [x; x']: every ReLU (module,
+    reused, in-place or functional, as in :class:`GuidedReLUMode`) and 2-D max pooling
+    backpropagate by the Rescale rule; any other non-linearity is refused with a UserError."""
+
+    refused = _non_relu_functions()
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _RELU_OUT:
+            inplace = bool(kwargs.get("inplace", args[1] if len(args) > 1 else False)) if func is F.relu else False
+            return (_RescaleReLUInplace if inplace else _RescaleReLU).apply(args[0])
+        if func in _RELU_INPLACE:
+            return _RescaleReLUInplace.apply(args[0])
+        if func is F.max_pool2d:
+            opts = {**dict(zip(_MAXPOOL_ARGS, args[1:6])), **{k: v for k, v in kwargs.items() if k != "return_indices"}}
+            if kwargs.get("return_indices") or len(args) > 6 and args[6]:
+                raise UserError("deeplift: max_pool2d with return_indices=True is not supported")
+            return _RescaleMaxPool.apply(args[0], opts)
+        if func in self.refused:
+            raise UserError(f"deeplift: the model uses {self.refused[func]}; the Rescale rule here supports ReLU networks "
+                            "(ReLU, 2-D max pooling, linear layers) only: use another method for this model")
+        return func(*args, **kwargs)
+
+
+def deeplift(
+    model: nn.Module, images: Tensor, target: Target, baseline: float | Tensor | None = None, internal_batch_size: int = 64
+) -> Tensor:
+    """DeepLift with the Rescale rule (Shrikumar et al. 2017, Sec. 3.3-3.5) for ReLU networks.
+
+    phi(x) = (x - x') * m(x, x'), m the multipliers backpropagated with m = Delta out /
+    Delta in at every ReLU and DeepLift's max rule at 2-D max pooling (linear layers:
+    their weights); baseline x' = 0 (black) by default. Summation to delta holds:
+    sum_i phi_i = f_t(x) - f_t(x') (Shrikumar et al. eq. 1). The input and its reference go
+    through the model as one stacked batch of 2 x ``internal_batch_size`` rows (captum's
+    layout); ReLUs are intercepted as in :class:`GuidedReLUMode` (modules, a reused module,
+    in-place and functional ReLUs). Another activation (GELU, sigmoid, ...) is refused.
+    """
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    base = _baseline_like(x, baseline)
+    out = []
+    for s in _chunks(len(x), b):
+        xs = x[s].detach().requires_grad_(True)
+        with DeepLiftMode(), torch.enable_grad():
+            logits = model(torch.cat([xs, base[s].detach()]))
+            score = logits.gather(1, torch.cat([t[s], t[s]])[:, None]).sum()
+            (g,) = torch.autograd.grad(score, xs)
+        out.append((x[s] - base[s]) * g)
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- occlusion
+
+
+def _window_starts(size: int, k: int, stride: int) -> list[int]:
+    """Captum's window positions along one side: 0, s, 2s, ... ceil((size - k) / s) windows
+    past the first, the last one clipped at the border."""
+    return [i * stride for i in range(int(np.ceil((size - k) / stride)) + 1)]
+
+
+def occlusion(
+    model: nn.Module,
+    images: Tensor,
+    target: Target,
+    patch: int = 4,
+    stride: int | None = None,
+    baseline: float | Tensor | None = None,
+    internal_batch_size: int = 64,
+) -> Tensor:
+    """Occlusion (Zeiler & Fergus 2014, Sec. 4.2; captum's Occlusion): a ``patch`` x ``patch``
+    window (all channels) slides with ``stride`` (default ``patch``); each pixel gets the mean,
+    over the windows covering it, of f_t(x) - f_t(x with the window set to ``baseline``)
+    (default 0). The (window, image) pairs go through the model in chunks of
+    ``internal_batch_size``."""
+    x = check_images(images)
+    t = check_target(model, x, target)
+    b = _positive(internal_batch_size, "internal_batch_size")
+    k = _positive(patch, "patch")
+    st = _positive(stride if stride is not None else k, "stride")
+    h, w = x.shape[2:]
+    if k > h or k > w:
+        raise UserError(f"patch: a {k} x {k} patch is larger than the {h} x {w} image")
+    base = _baseline_like(x, baseline)
+    tops = torch.tensor([(r, c) for r in _window_starts(h, k, st) for c in _window_starts(w, k, st)], device=x.device)
+    rr, cc = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    n = x.shape[0]
+    clean = _target_logit(model, x, t, b)
+    total, count = torch.zeros_like(x[:, :1]), torch.zeros_like(x[:, :1])
+    for ch in _chunks(len(tops) * n, b):
+        rows = torch.arange(ch.start, ch.stop, device=x.device)
+        p, i = rows // n, rows % n
+        r0, c0 = tops[p, 0].view(-1, 1, 1), tops[p, 1].view(-1, 1, 1)
+        mask = ((rr.view(1, -1, 1) >= r0) & (rr.view(1, -1, 1) < r0 + k) & (cc.view(1, 1, -1) >= c0) & (cc.view(1, 1, -1) < c0 + k))
+        mask = mask[:, None].to(x.dtype)
+        with torch.no_grad():
+            drop = clean[i] - model(x[i] * (1 - mask) + base[i] * mask).gather(1, t[i, None])[:, 0]
+        total.index_add_(0, i, drop.view(-1, 1, 1, 1) * mask)
+        count.index_add_(0, i, mask)
+    return (total / count).expand_as(x).contiguous()
 
 
 # name -> the method's function, one signature: f(model, images, target, internal_batch_size=..., **opts)
@@ -530,6 +871,12 @@ SALIENCY.add("smoothgrad", smoothgrad, "SmoothGrad over any base method (Smilkov
 SALIENCY.add("ig", integrated_gradients, "integrated gradients (Sundararajan et al. 2017)")
 SALIENCY.add("ig_path_average", ig_path_average, "the path-averaged gradient, not multiplied by (x - x')")
 SALIENCY.add("gradcam", grad_cam, "Grad-CAM at a named layer (Selvaraju et al. 2017)")
+SALIENCY.add("input_x_gradient", input_x_gradient, "input x gradient (Shrikumar et al. 2016)")
+SALIENCY.add("gradient_shap", gradient_shap, "GradientSHAP / expected gradients (Lundberg & Lee 2017)")
+SALIENCY.add("deeplift", deeplift, "DeepLift, Rescale rule, ReLU networks (Shrikumar et al. 2017)")
+SALIENCY.add("occlusion", occlusion, "occlusion by a sliding patch (Zeiler & Fergus 2014)")
+SALIENCY.add("smoothgrad_sq", smoothgrad_sq, "SmoothGrad-Squared (Hooker et al. 2019)")
+SALIENCY.add("vargrad", vargrad, "VarGrad: variance over noisy copies (Adebayo et al. 2018)")
 
 
 def saliency(
@@ -563,9 +910,16 @@ __all__ = [
     "IG_METHODS",
     "METHODS",
     "SALIENCY",
+    "DeepLiftMode",
     "GuidedReLUMode",
     "capture",
     "check_images",
+    "deeplift",
+    "gradient_shap",
+    "input_x_gradient",
+    "occlusion",
+    "smoothgrad_sq",
+    "vargrad",
     "check_target",
     "find_layer",
     "grad_cam",
