@@ -134,8 +134,6 @@ def _plot(cells: list[dict], p: dict, path) -> str:
     shape-bias gap, and where each claim holds."""
     import numpy as np
 
-    from robustlens.plot import heat_maps
-
     amps, agrees = p["amplitudes"], p["agreements"]
 
     def grid(f) -> np.ndarray:
