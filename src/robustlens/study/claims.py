@@ -328,6 +328,41 @@ def _nonrobust(kind: str) -> Callable[[dict], tuple[dict, bool]]:
     return check
 
 
+#: ADV's ROAD gap (LeRF - MoRF accuracy) must exceed STD's by more than this, for most methods
+FAITHFUL_MARGIN = 0.05
+#: ADV's max-sensitivity must be below this share of STD's, for most methods
+STABLE_RATIO = 0.9
+
+
+def _per_method(res: dict, metric: str) -> tuple[list[str], dict, dict]:
+    s = _get(res, "faithfulness", "models", "std")
+    a = _get(res, "faithfulness", "models", "adv")
+    methods = [m for m in s if m in a and metric in s[m] and metric in a[m]]
+    if not methods:
+        raise _Missing(f"faithfulness/models/*/{metric}")
+    return methods, s, a
+
+
+def _faithful(res: dict) -> tuple[dict, bool]:
+    methods, s, a = _per_method(res, "road_gap")
+    nums, wins = {}, 0
+    for m in methods:
+        nums[f"{m}: STD ROAD gap"], nums[f"{m}: ADV ROAD gap"] = _r(s[m]["road_gap"]), _r(a[m]["road_gap"])
+        wins += a[m]["road_gap"] - s[m]["road_gap"] > FAITHFUL_MARGIN
+    nums[f"methods where ADV > STD + {FAITHFUL_MARGIN}"] = f"{wins}/{len(methods)}"
+    return nums, wins * 2 > len(methods)
+
+
+def _stable(res: dict) -> tuple[dict, bool]:
+    methods, s, a = _per_method(res, "max_sensitivity")
+    nums, wins = {}, 0
+    for m in methods:
+        nums[f"{m}: STD max-sensitivity"], nums[f"{m}: ADV max-sensitivity"] = _r(s[m]["max_sensitivity"]), _r(a[m]["max_sensitivity"])
+        wins += a[m]["max_sensitivity"] < STABLE_RATIO * s[m]["max_sensitivity"]
+    nums[f"methods where ADV < {STABLE_RATIO} x STD"] = f"{wins}/{len(methods)}"
+    return nums, wins * 2 > len(methods)
+
+
 CLAIMS: list[Claim] = [
     Claim("clean_tradeoff", MAIN, "ADV models lose clean accuracy (the robustness-accuracy trade-off, Table 1).",
           "holds if STD clean - ADV clean > 0.01", _clean_drop),
@@ -361,6 +396,11 @@ CLAIMS: list[Claim] = [
     Claim("sanity_guided", MAIN, "Guided backprop depends on the model parameters (App. A, against Adebayo et al.).",
           "holds if the rank correlation with the original map falls below 0.5 after cascading randomisation of every layer, for STD and ADV",
           _sanity_guided),
+    Claim("faithful_maps", AGGARWAL, "ADV saliency maps are more faithful than STD maps: removing what they highlight (ROAD) hurts the decision more than removing the rest.",
+          f"ROAD gap = mean LeRF accuracy - mean MoRF accuracy (noisy linear imputation); holds if ADV's gap exceeds STD's by > {FAITHFUL_MARGIN} "
+          "for most methods of stages.faithfulness", _faithful),
+    Claim("stable_maps", AGGARWAL, "ADV saliency maps are more stable than STD maps under a tiny input change (max-sensitivity, Yeh et al. 2019).",
+          f"holds if ADV's mean max-sensitivity is below {STABLE_RATIO} x STD's for most methods of stages.faithfulness", _stable),
     Claim("localisation", AGGARWAL, "Saliency of (low-eps) ADV models localises objects better (weak localisation).",
           "holds if ADV box accuracy (IoU >= 0.5) - STD's > 0.02 with both the energy (50 %) and the max (15 %) threshold, "
           "and ADV's is above a centred box's (what a constant map gives)", _localisation),

@@ -220,6 +220,7 @@ SECTIONS: list[tuple[str, str, Callable]] = [
     ("saliency", "3. What do they look at? Saliency maps", _sec_generic("saliency", "saliency")),
     ("featvis", "4. Feature visualisation: first-layer filters and deeper channels", _sec_generic("featvis", "feature visualisation")),
     ("sanity", "5. Sanity checks of the saliency methods (App. A)", _sec_generic("sanity", "sanity checks")),
+    ("faithfulness", "5b. Do the maps tell the truth? Faithfulness and stability", _sec_generic("faithfulness", "faithfulness")),
     ("transforms", "6. Transformations: blur, median, reversal, stylisation, silhouettes",
      _sec_generic("transforms", "transformations")),
     ("bias", "7. Shape versus texture bias (cue conflict)",

@@ -190,6 +190,34 @@ class SanitySpec:
 
 
 @dataclass
+class FaithfulnessSpec:
+    """``[stages.faithfulness]``: are the maps faithful and stable? (issue 19) ``methods`` x
+    deletion / insertion areas (``steps`` steps, removed pixels set to ``baseline``: a number or
+    ``"mean"``), ROAD at ``road_fractions`` (noisy linear imputation, ``road_noise``), relative
+    infidelity (``infidelity_samples`` draws of N(0, ``infidelity_std``^2)), max-sensitivity and
+    the local Lipschitz estimate (``sensitivity_samples`` draws in the L-inf ball of
+    ``sensitivity_radius``) on ``n`` test images, for STD, ADV and (``random_model``) a random
+    model; pixels ranked by ``ranking`` (``abs`` or ``signed``) of the map."""
+
+    enabled: bool = True
+    n: int = 8
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "input_x_gradient", "deeplift"])
+    baseline: str | float = "mean"
+    steps: int = 10
+    ranking: str = "abs"
+    road_fractions: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    road_noise: float = 0.01
+    infidelity_samples: int = 10
+    infidelity_std: float = 0.1
+    sensitivity_samples: int = 5
+    sensitivity_radius: float = 0.02
+    smoothgrad_samples: int = 20
+    ig_steps: int = 20
+    batch_size: int = 128
+    random_model: bool = True
+
+
+@dataclass
 class LocalisationSpec:
     """``[stages.localisation]``: boxes from saliency maps, IoU >= 0.5 accuracy and the
     pointing game on ``n`` images with ground-truth boxes (Aggarwal et al.)."""
@@ -322,6 +350,7 @@ class StagesSpec:
     saliency: SaliencySpec = field(default_factory=SaliencySpec)
     featvis: FeatvisSpec = field(default_factory=FeatvisSpec)
     sanity: SanitySpec = field(default_factory=SanitySpec)
+    faithfulness: FaithfulnessSpec = field(default_factory=FaithfulnessSpec)
     localisation: LocalisationSpec = field(default_factory=LocalisationSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     transfer: TransferSpec = field(default_factory=TransferSpec)
@@ -530,6 +559,7 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         raise UserError(f"{loc.where(('stages', 'robustness'), 'eps_grid')}: stages.robustness.eps_grid: {e}") from None
     _check_models(spec, loc, base_dir, fail)
     _check_stages(spec, fail)
+    _check_faithfulness(spec, fail)
     _check_transfer(spec, fail)
     _check_construct(spec, fail)
 
@@ -651,6 +681,32 @@ def _check_counts(spec: Spec, fail) -> None:
         fail(("stages", "robustness"), "autoattack_attacks", "expected at least one attack (or autoattack = false)")
     if any(not isinstance(layer, str) or not layer for layer in st.featvis.layers):
         fail(("stages", "featvis"), "layers", f"expected module names (see `named_modules()`), got {st.featvis.layers!r}")
+
+
+def _check_faithfulness(spec: Spec, fail) -> None:
+    """``[stages.faithfulness]``: methods, fractions in (0, 1), positive counts, the baseline and ranking."""
+    f = spec.stages.faithfulness
+    tab = ("stages", "faithfulness")
+    if not f.methods:
+        fail(tab, "methods", "expected at least one saliency method")
+    for meth in f.methods:
+        if meth not in SALIENCY_METHODS:
+            fail(tab, "methods", str(unknown_name("method", meth, SALIENCY_METHODS)))
+    bad = [v for v in f.road_fractions if not 0 < v < 1]
+    if not f.road_fractions or bad or len(set(f.road_fractions)) != len(f.road_fractions):
+        fail(tab, "road_fractions", f"expected distinct fractions strictly between 0 and 1, got {f.road_fractions}")
+    for key in ("n", "steps", "infidelity_samples", "sensitivity_samples", "smoothgrad_samples", "ig_steps", "batch_size"):
+        if getattr(f, key) <= 0:
+            fail(tab, key, f"expected a positive integer, got {getattr(f, key)}")
+    for key in ("infidelity_std", "sensitivity_radius"):
+        if getattr(f, key) <= 0:
+            fail(tab, key, f"expected a number > 0, got {getattr(f, key)}")
+    if f.road_noise < 0:
+        fail(tab, "road_noise", f"expected a number >= 0, got {f.road_noise}")
+    if isinstance(f.baseline, str) and f.baseline != "mean":
+        fail(tab, "baseline", f"expected a number or 'mean', got {f.baseline!r}")
+    if f.ranking not in ("abs", "signed"):
+        fail(tab, "ranking", f"expected 'abs' or 'signed', got {f.ranking!r}")
 
 
 def transfer_second_models(spec: Spec) -> dict[str, str]:

@@ -22,7 +22,7 @@ from robustlens.study.spec import Spec
 # Fixed per-stage offsets added to spec.seed (documented, never changed).
 SEED_OFFSETS = {
     "data": 0, "robustness": 11, "transforms": 12, "bias": 13, "neurons": 14, "saliency": 15,
-    "featvis": 16, "sanity": 17, "localisation": 18, "generation": 19, "transfer": 20, "construct": 21, "regime": 22,
+    "featvis": 16, "sanity": 17, "localisation": 18, "generation": 19, "transfer": 20, "construct": 21, "regime": 22, "faithfulness": 23,
 }
 
 

@@ -28,11 +28,12 @@ from robustlens.study.runner import StageDef
 from robustlens.study.spec import ModelSpec, Spec, parse_eps, transfer_second_models
 from robustlens.study.stages import (bias, construct, data, featvis, generation, localisation, neurons, regime,
                                      robustness, saliency, sanity, train, transfer, transforms)
+from robustlens.study.stages import faithfulness
 from robustlens.study.stages.context import file_sha256
 
 # The analysis stages, in the order they run (each module: NAME, params(spec), deps(spec), run(ctx)).
-ANALYSIS = (robustness, transforms, bias, neurons, saliency, featvis, sanity, localisation, generation, transfer, construct,
-            regime)
+ANALYSIS = (robustness, transforms, bias, neurons, saliency, featvis, sanity, faithfulness, localisation, generation,
+            transfer, construct, regime)
 
 # Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
 STAGE_CODE = 4
@@ -45,6 +46,7 @@ _IMPL_FILES = {
     "saliency": ("explain/saliency.py",),
     "featvis": ("explain/featvis.py",),
     "sanity": ("explain/sanity.py",),
+    "faithfulness": ("explain/faithfulness.py", "explain/stability.py"),
     "localisation": ("explain/localize.py",),
     "generation": ("explain/generate.py",),
     "transfer": ("transfer/fusion.py",),
