@@ -29,6 +29,10 @@ from typing import Any
 from robustlens._eps import parse_eps, parse_threat_spec  # noqa: F401  (parse_threat_spec is re-exported)
 from robustlens.errors import UserError
 from robustlens.names import CONSTRUCT_KINDS, SALIENCY_METHODS, TRAIN_MODES, TRANSFER_VARIANTS  # noqa: F401  (re-exported)
+
+#: the saliency grid of the main paper (Itazuri et al. 2019, Fig. 2 and App. A); the other
+#: registered methods (occlusion, GradientSHAP, ...) are opt-in, by name
+PAPER_SALIENCY_METHODS = ("vanilla", "loss", "guided", "smoothgrad", "ig", "ig_path_average", "gradcam")
 from robustlens.registry import unknown_name
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default.toml")
@@ -158,7 +162,7 @@ class SaliencySpec:
 
     enabled: bool = True
     n: int = 8
-    methods: list[str] = field(default_factory=lambda: list(SALIENCY_METHODS))
+    methods: list[str] = field(default_factory=lambda: list(PAPER_SALIENCY_METHODS))
     smoothgrad_samples: int = 50
     smoothgrad_sigma: float = 0.2
     ig_steps: int = 50
