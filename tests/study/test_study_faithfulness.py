@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from robustlens.errors import UserError
+from robustlens.explain.map_metrics import METRICS, MapMetricSettings, measure
 from robustlens.models import create
 from robustlens.study.claims import FAITHFUL_MARGIN, evaluate_claims
 from robustlens.study.spec import DEFAULT_SPEC_PATH, parse_spec
-from robustlens.study.stages import faithfulness
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,8 +42,8 @@ def test_measure_gives_every_metric():
     y = model(x).argmax(1)
     p = {**dataclasses.asdict(_spec("").stages.faithfulness), "steps": 4, "road_fractions": [0.3, 0.7]}
     for method in ("vanilla", "deeplift"):
-        numbers, curves = faithfulness.measure(model, x, y, method, p, seed=5)
-        assert set(numbers) == set(faithfulness.METRICS)
+        numbers, curves = measure(model, x, y, method, MapMetricSettings.of(p), seed=5)
+        assert set(numbers) == set(METRICS)
         assert all(v == v for v in numbers.values())  # no NaN
         assert len(curves["deletion"]) == 5 and len(curves["road_morf"]) == 2
         assert 0 <= numbers["road_morf"] <= 1 and numbers["max_sensitivity"] >= 0

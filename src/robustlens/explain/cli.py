@@ -31,6 +31,7 @@ from robustlens.cli_common import (
     resolve_device,
 )
 from robustlens.errors import UserError
+from robustlens.names import SALIENCY_METHODS
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -44,7 +45,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split of --data (default test)")
     add_format_size_args(p)
     p.add_argument("--n", type=positive_int, default=8, help="number of images, a seeded sample of the split (default 8)")
-    p.add_argument("--methods", default="vanilla,loss,guided,smoothgrad,ig", help="comma-separated: vanilla,loss,guided,smoothgrad,ig,ig_path_average,gradcam")
+    p.add_argument("--methods", default="vanilla,loss,guided,smoothgrad,ig", help=f"comma-separated, of: {','.join(SALIENCY_METHODS)} (default vanilla,loss,guided,smoothgrad,ig)")
     p.add_argument("--target", default=None, help="'label' (default with --data), 'predicted' (default with --images) or a class index")
     p.add_argument("--steps", type=positive_int, default=50, help="integrated-gradients steps (default 50)")
     p.add_argument("--samples", type=positive_int, default=50, help="SmoothGrad samples (default 50)")
@@ -60,6 +61,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--localize", action="store_true", help="box accuracy and pointing game (needs a data set with boxes)")
     p.add_argument("--localize-method", default="gradcam", help="method for --localize (default gradcam)")
     p.add_argument("--localize-n", type=positive_int, default=256, help="images scored by --localize (default 256)")
+    p.add_argument("--metrics", default=None, metavar="GROUPS",
+                   help="faithfulness (deletion / insertion areas, ROAD, infidelity) and/or sensitivity (max-sensitivity, "
+                        "local Lipschitz) of every --methods map per model, into explain.json (e.g. faithfulness,sensitivity)")
     p.add_argument("--judge", default=None, metavar="CKPT", help="independently trained model: generate towards random targets with every --checkpoint and report the judge's target rate")
     p.add_argument("--generate-steps", type=positive_int, default=60, help="targeted L2 PGD steps for --judge (default 60)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="internal batch size (default 64)")
@@ -231,6 +235,21 @@ def _localize(args, models, imageset, opts, device, results: dict) -> None:
     results["localize_center_baseline"] = localize.center_box_baseline(lsub)
 
 
+def _map_metrics(args, methods, models, x, targets, results: dict) -> None:
+    """The ``--metrics`` groups of every method on every model (the study's faithfulness stage
+    calls the same :func:`robustlens.explain.map_metrics.measure`)."""
+    from robustlens.explain.map_metrics import MapMetricSettings, measure
+
+    groups = args.metrics_groups
+    settings = MapMetricSettings(batch_size=args.batch_size, smoothgrad_samples=args.samples, ig_steps=args.steps)
+    out: dict[str, dict] = {}
+    for name, m in models.items():
+        for meth in methods:
+            numbers, curves = measure(m, x, targets[name], meth, settings, seed=args.seed, groups=groups)
+            out.setdefault(name, {})[meth] = {**numbers, "curves": curves} if curves else numbers
+    results["metrics"] = {"groups": list(groups), "settings": {k: v for k, v in vars(settings).items()}, "models": out}
+
+
 def _generate(args, models, x, sub, device, out: Path, results: dict) -> None:
     """Targeted generation with every model towards random targets, scored by the ``--judge``."""
     from robustlens.explain import generate, render
@@ -259,6 +278,10 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise UserError(f"--methods: unknown {bad or 'empty list'}; expected some of {', '.join(METHODS)}")
+    if args.metrics is not None:
+        from robustlens.explain.map_metrics import parse_groups
+
+        args.metrics_groups = parse_groups(args.metrics)
     out = check_out(args.out, overwrite=args.overwrite, results=("explain.json",))
     out.mkdir(parents=True, exist_ok=True)
     models, _ = _load_models(args, device)
@@ -283,6 +306,9 @@ def run(args: argparse.Namespace) -> int:
     if args.localize:
         _localize(args, models, imageset, opts, device, results)
         print(f"explain: localisation done ({time.time() - t0:.1f} s)")
+    if args.metrics is not None:
+        _map_metrics(args, methods, models, x, targets, results)
+        print(f"explain: map metrics ({', '.join(args.metrics_groups)}) done ({time.time() - t0:.1f} s)")
     if args.judge:
         _generate(args, models, x, sub, device, out, results)
     results["seconds"] = time.time() - t0

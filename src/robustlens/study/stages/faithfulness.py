@@ -15,8 +15,8 @@ from robustlens.study.spec import Spec
 from robustlens.study.stages.context import analysed, analysis_deps, device, eval_subset, stage_seed
 from robustlens.study.stages.saliency import random_model
 
+
 NAME = "faithfulness"
-METRICS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf", "road_gap", "infidelity", "max_sensitivity", "lipschitz")
 
 
 def params(spec: Spec) -> dict:
@@ -25,48 +25,6 @@ def params(spec: Spec) -> dict:
 
 def deps(spec: Spec) -> tuple[str, ...]:
     return analysis_deps(spec)
-
-
-def _method_opts(method: str, p: dict, seed: int) -> dict:
-    import torch
-
-    if method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
-        return {"n_samples": p["smoothgrad_samples"], "generator": torch.Generator().manual_seed(seed)}
-    if method == "gradient_shap":
-        return {"generator": torch.Generator().manual_seed(seed)}
-    if method in ("ig", "ig_path_average"):
-        return {"steps": p["ig_steps"]}
-    return {}
-
-
-def measure(model, x, y, method: str, p: dict, seed: int) -> tuple[dict, dict]:
-    """Every metric of one method on one model: ``(numbers, curves)`` (means over the images)."""
-    import torch
-
-    from robustlens.explain import faithfulness as fa
-    from robustlens.explain import stability as st
-    from robustlens.explain.saliency import saliency
-
-    b = p["batch_size"]
-    opts = _method_opts(method, p, seed)
-    maps = saliency(model, x, y, method, internal_batch_size=b, **opts).detach()
-    kw = {"ranking": p["ranking"], "internal_batch_size": b}
-    dele = fa.deletion_curve(model, x, y, maps, baseline=p["baseline"], steps=p["steps"], **kw)
-    ins = fa.insertion_curve(model, x, y, maps, baseline=p["baseline"], steps=p["steps"], **kw)
-    rd = fa.road(model, x, y, maps, fractions=p["road_fractions"], noise=p["road_noise"],
-                 generator=torch.Generator().manual_seed(seed + 1), **kw)
-    inf = fa.infidelity(model, x, y, maps, n_samples=p["infidelity_samples"], noise_std=p["infidelity_std"],
-                        generator=torch.Generator().manual_seed(seed + 2), normalize=True, relative=True, internal_batch_size=b)
-    opts.pop("generator", None)
-    ch = st.explanation_changes(model, x, y, method, radius=p["sensitivity_radius"], n_samples=p["sensitivity_samples"],
-                                generator=torch.Generator().manual_seed(seed + 3), method_seed=seed, internal_batch_size=b, **opts)
-    numbers = {"deletion_auc": float(dele["auc"].mean()), "insertion_auc": float(ins["auc"].mean()),
-               "road_morf": float(sum(rd["morf"]["accuracy"]) / len(rd["fractions"])),
-               "road_lerf": float(sum(rd["lerf"]["accuracy"]) / len(rd["fractions"])), "road_gap": rd["gap"],
-               "infidelity": float(inf.mean()), "max_sensitivity": float(st.sensitivity_from(ch).mean()),
-               "lipschitz": float(st.lipschitz_from(ch).mean())}
-    curves = {"deletion": dele["scores"].mean(0).tolist(), "road_morf": rd["morf"]["accuracy"], "road_lerf": rd["lerf"]["accuracy"]}
-    return numbers, curves
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -78,12 +36,15 @@ def run(ctx: StageContext) -> StageResult:
     models = analysed(ctx)
     if p["random_model"]:
         models["random"] = random_model(ctx)
+    from robustlens.explain.map_metrics import METRICS, MapMetricSettings, measure
+
     seed = stage_seed(ctx, NAME)
+    settings = MapMetricSettings.of(p)
     results: dict[str, dict] = {}
     curves: dict[str, dict] = {}
     for name, m in models.items():
         for method in p["methods"]:
-            numbers, c = measure(m, x, y, method, p, seed)
+            numbers, c = measure(m, x, y, method, settings, seed=seed)
             results.setdefault(name, {})[method] = numbers
             curves.setdefault(name, {})[method] = c
             print(f"faithfulness: {name} / {method} done", flush=True)
