@@ -1,0 +1,192 @@
+"""SIGKILL `robustlens train` and `robustlens study` at random moments, resume, compare.
+
+    python benchmarks/bench_crash_resume.py [--kills 10] [--seed 0] [--out benchmarks/CRASH.md]
+
+For each command: one uninterrupted reference run; then ``--kills`` trials, each in a fresh
+folder: start the command, SIGKILL it at a random moment (seeded, uniform over 5-95% of the
+reference's wall time), rerun it (``train --resume``; ``study`` as it is) to the end, and
+compare with the reference: every tensor of the final checkpoints equal (``torch.equal``),
+and for the study ``results.json`` byte-identical. Last, the lock: two `study` processes on
+one run folder, the second must exit 2 with "already running (pid N)" while the first
+finishes with the reference's results. Writes a Markdown report (the committed
+``benchmarks/CRASH.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRAIN = ["train", "--data", "trifeature:n_train=256,n_test=32,n_conflict=0", "--size", "16", "--width", "8",
+         "--mode", "fgsm-rs", "--epochs", "2", "--batch-size", "32", "--check-size", "64", "--check-steps", "2",
+         "--save-every", "4", "--quiet", "--device", "cpu"]
+
+STUDY = """
+name = "crash"
+out_dir = "{out}"
+[data]
+n_train = 128
+n_test = 32
+options = {{ contrast = 0.07, n_conflict = 0 }}
+[models.std]
+epochs = 2
+batch_size = 32
+arch_options = {{ width = 8 }}
+train_options = {{ check_size = 0, save_every = 4 }}
+[models.adv]
+epochs = 2
+batch_size = 32
+arch_options = {{ width = 8 }}
+train_options = {{ check_size = 0, save_every = 4 }}
+[stages.robustness]
+n = 32
+pgd_steps = 2
+autoattack = false
+""" + "".join(f"[stages.{s}]\nenabled = false\n" for s in
+               ("transforms", "bias", "neurons", "saliency", "featvis", "sanity", "localisation", "generation"))
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "robustlens.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(args: list[str]) -> float:
+    t0 = time.perf_counter()
+    p = _start(args)
+    _, err = p.communicate()
+    if p.returncode != 0:
+        raise SystemExit(f"robustlens {' '.join(args)}: rc {p.returncode}: {err.strip()[-500:]}")
+    return time.perf_counter() - t0
+
+
+def _kill_at(args: list[str], seconds: float) -> bool:
+    """Start, SIGKILL after ``seconds``; False when it finished first."""
+    p = _start(args)
+    try:
+        p.wait(timeout=seconds)
+        return False
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        return True
+
+
+def _tensors_equal(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+    import torch
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def crash_train(root: Path, kills: int, rng: random.Random) -> list[dict]:
+    ref = root / "train_ref"
+    t_ref = _finish([*TRAIN, "--out", str(ref)])
+    rows = [{"trial": "reference", "kill_s": "", "killed": "", "equal": "", "seconds": round(t_ref, 1)}]
+    for i in range(kills):
+        out = root / f"train_{i}"
+        at = rng.uniform(0.05, 0.95) * t_ref
+        killed = _kill_at([*TRAIN, "--out", str(out)], at)
+        _finish([*TRAIN, "--out", str(out), "--resume"])
+        equal = all(_tensors_equal(ref / f, out / f) for f in ("last.safetensors", "best.safetensors"))
+        rows.append({"trial": i, "kill_s": round(at, 2), "killed": killed, "equal": equal, "seconds": ""})
+        print(f"train trial {i}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def crash_study(root: Path, kills: int, rng: random.Random) -> list[dict]:
+    spec = root / "crash.toml"
+    spec.write_text(STUDY.format(out=root / "study_ref"))
+    ref = root / "study_ref" / "crash"
+    t_ref = _finish(["study", str(spec)])
+    rows = [{"trial": "reference", "kill_s": "", "killed": "", "equal": "", "seconds": round(t_ref, 1)}]
+    for i in range(kills):
+        out_dir = root / f"study_{i}"
+        at = rng.uniform(0.05, 0.95) * t_ref
+        killed = _kill_at(["study", str(spec), "--out-dir", str(out_dir)], at)
+        _finish(["study", str(spec), "--out-dir", str(out_dir)])
+        run = out_dir / "crash"
+        same = (run / "results.json").read_bytes() == (ref / "results.json").read_bytes()
+        tensors = all(_tensors_equal(ref / "checkpoints" / f, run / "checkpoints" / f) for f in ("std.safetensors", "adv.safetensors"))
+        rows.append({"trial": i, "kill_s": round(at, 2), "killed": killed, "equal": same and tensors, "seconds": ""})
+        print(f"study trial {i}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def lock_test(root: Path) -> dict:
+    spec = root / "crash.toml"
+    out_dir = root / "study_lock"
+    first = _start(["study", str(spec), "--out-dir", str(out_dir)])
+    lock = out_dir / "crash" / ".lock"
+    while not lock.exists() or not lock.read_text().strip():
+        time.sleep(0.05)
+    second = _start(["study", str(spec), "--out-dir", str(out_dir)])
+    _, err2 = second.communicate()
+    _, err1 = first.communicate()
+    same = (out_dir / "crash" / "results.json").read_bytes() == (root / "study_ref" / "crash" / "results.json").read_bytes()
+    return {"first_rc": first.returncode, "second_rc": second.returncode, "second_stderr": err2.strip(),
+            "first_pid": first.pid, "first_results_identical": same}
+
+
+def _table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).with_name("CRASH.md")))
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        train_rows = crash_train(root, args.kills, rng)
+        study_rows = crash_study(root, args.kills, rng)
+        lock = lock_test(root)
+    ok = all(r["equal"] for r in train_rows[1:] + study_rows[1:]) and lock["second_rc"] == 2 and lock["first_rc"] == 0 \
+        and f"already running (pid {lock['first_pid']})" in lock["second_stderr"] and lock["first_results_identical"]
+    text = "\n".join([
+        "# Crash tests: SIGKILL at random moments, resume, compare",
+        "",
+        f"`python benchmarks/bench_crash_resume.py --kills {args.kills} --seed {args.seed}` "
+        f"({time.perf_counter() - t0:.0f} s on this machine). Each trial SIGKILLs the command at a seeded random "
+        "moment (5-95% of the reference's wall time), reruns it to the end (`train --resume`; `study` as it is) and "
+        "compares with an uninterrupted reference: `equal` = every tensor of the final checkpoints `torch.equal` "
+        "(train: `last` and `best`; study: `checkpoints/std` and `adv`) and, for the study, `results.json` byte-identical. "
+        "`killed = False`: the run had finished before the kill.",
+        "",
+        f"## robustlens {' '.join(TRAIN)}",
+        "",
+        _table(train_rows),
+        "",
+        "## robustlens study (data, two trained models, a robustness stage)",
+        "",
+        _table(study_rows),
+        "",
+        "## Two `study` processes on one run folder",
+        "",
+        f"- first: rc {lock['first_rc']}, results.json identical to the reference: {lock['first_results_identical']}",
+        f"- second: rc {lock['second_rc']}, stderr: `{lock['second_stderr']}` (first pid {lock['first_pid']})",
+        "",
+        f"**All checks: {'pass' if ok else 'FAIL'}**",
+        "",
+    ])
+    Path(args.out).write_text(text)
+    print(text)
+    if not ok:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
