@@ -188,8 +188,8 @@ def _saliency_on_object(res: dict) -> tuple[dict, bool]:
     per = _get(res, "saliency", "object_energy")
     s = _get(per, "std")
     a = _get(per, "adv")
-    # A method the stage left out (``object_energy_left_out``: IG, whose black baseline equals a
-    # black background, is zero off the object by construction) never reaches this rule.
+    # A method the stage left out (``object_energy_left_out``: a map exactly zero off the object
+    # for every model, e.g. IG whose black baseline equals a black background) never reaches this rule.
     left_out = set(_get(res, "saliency").get("object_energy_left_out") or ())
     methods = sorted((set(s) & set(a)) - left_out)
     if not methods:
@@ -391,8 +391,8 @@ CLAIMS: list[Claim] = [
     Claim("simpler_neurons", CHEN, "ADV channels are simpler: each responds to fewer concepts.",
           "holds if ADV's mean number of concepts per channel is below 0.95 x STD's", _simpler_neurons),
     Claim("saliency_object", MAIN, "ADV saliency maps are sharper and aligned with the object, not fine texture (Fig. 2).",
-          "share of |saliency| inside the object mask; holds if ADV > STD + 0.02 for most methods (IG with its black baseline is "
-          "left out where the background is black: it is zero off the object by construction)", _saliency_on_object),
+          "share of |saliency| inside the object mask; holds if ADV > STD + 0.02 for most methods (a method whose map is "
+          "exactly zero off the object for every model, e.g. IG with a black baseline on a black background, is left out)", _saliency_on_object),
     Claim("sanity_guided", MAIN, "Guided backprop depends on the model parameters (App. A, against Adebayo et al.).",
           "holds if the rank correlation with the original map falls below 0.5 after cascading randomisation of every layer, for STD and ADV",
           _sanity_guided),

@@ -158,7 +158,7 @@ CLAIM_SECTION = {
     "reversal": "transforms", "filters_smaller": "neurons", "filters_smoother": "neurons", "simpler_neurons": "neurons",
     "saliency_object": "saliency", "sanity_guided": "sanity", "localisation": "localisation", "generation": "generation",
     "fusion": "transfer", "fusion_mixed": "transfer", "robust_dataset": "construct", "nonrobust_dataset": "construct",
-    "nonrobust_rand": "construct",
+    "nonrobust_rand": "construct", "faithful_maps": "faithfulness", "stable_maps": "faithfulness",
 }
 
 

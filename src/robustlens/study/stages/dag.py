@@ -36,7 +36,7 @@ ANALYSIS = (robustness, transforms, bias, neurons, saliency, featvis, sanity, fa
             transfer, construct, regime)
 
 # Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
-STAGE_CODE = 4
+STAGE_CODE = 5
 
 _IMPL_FILES = {
     "robustness": ("attacks/evaluate.py", "attacks/pgd.py", "attacks/apgd.py"),

@@ -86,17 +86,21 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def _left_out(x, masks, maps: dict) -> dict[str, str]:
-    """Methods whose share on the object is 1 by construction, not by the model: integrated
-    gradients multiplies by (x - x'), so with the black baseline x' = 0 it is identically zero
-    wherever the background is black (the procedural set), for any model, random ones included.
+    """Methods whose share on the object is 1 by construction, not by the model: a map that is
+    exactly zero off the object for every model, the random one included. Integrated
+    gradients, input x gradient, DeepLIFT and gradient SHAP multiply by (x - x'), so with the
+    black baseline x' = 0 they vanish wherever the background is black (the procedural set).
     Such a method is left out of the object share (and of its claim) rather than reported as 1.0."""
-    if masks is None or "ig" not in maps:
+    if masks is None:
         return {}
-    outside = ~masks.to(x.device).unsqueeze(1).expand_as(x)
-    if bool((x[outside] == 0).all()):
-        return {"ig": "IG (black baseline) is left out of the object share: the background is black, equal to the "
-                      "baseline, so IG is zero off the object for every model and its share would be 1.0 by construction."}
-    return {}
+    outside = ~masks.to(x.device).unsqueeze(1).expand_as(x).cpu()
+    out = {}
+    for method, per in maps.items():
+        if per and all(float(v.abs()[outside].sum()) == 0.0 for v in per.values()):
+            out[method] = (f"{method} is left out of the object share: its map is exactly zero off the object for every "
+                           f"model ({', '.join(per)}), so its share is 1.0 by construction (a black baseline equal to the "
+                           "black background), not by what the model looks at.")
+    return out
 
 
 def _energy(maps: dict, masks) -> dict[str, dict[str, float]]:
