@@ -15,7 +15,9 @@ finishes with the reference's results. Writes a Markdown report (the committed
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,8 +54,14 @@ autoattack = false
                ("transforms", "bias", "neurons", "saliency", "featvis", "sanity", "localisation", "generation"))
 
 
+# every run imports one frozen copy of src/ (set in main): code edited in the checkout while the
+# benchmark runs (a shared checkout) must not make the reference and a trial differ
+ENV = dict(os.environ)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "robustlens.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "robustlens.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
 
 
 def _finish(args: list[str]) -> float:
@@ -151,6 +159,8 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        shutil.copytree(Path(__file__).resolve().parents[1] / "src", root / "src")
+        ENV["PYTHONPATH"] = str(root / "src")
         train_rows = crash_train(root, args.kills, rng)
         study_rows = crash_study(root, args.kills, rng)
         lock = lock_test(root)
