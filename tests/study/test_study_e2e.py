@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from robustlens.study import load_spec, run_study
-from robustlens.study.spec import SALIENCY_METHODS
+from robustlens.study.spec import PAPER_SALIENCY_METHODS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,7 +53,7 @@ def test_tiny_study_writes_report_results_and_checkpoints(tiny_run):
     rob = results["results"]["robustness"]["models"]
     for m in ("std", "adv"):
         assert 0 <= rob[m]["robust_accuracy"] <= rob[m]["clean_accuracy"] <= 1
-    assert set(results["results"]["saliency"]["methods"]) == set(SALIENCY_METHODS)
+    assert set(results["results"]["saliency"]["methods"]) == set(PAPER_SALIENCY_METHODS)
     # silhouettes in both polarities; the procedural set's black background picks white-on-black
     tr = results["results"]["transforms"]
     assert {"silhouette", "silhouette_light", "edges", "edges_light"} <= set(tr["models"]["std"])
