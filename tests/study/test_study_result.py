@@ -41,7 +41,7 @@ def test_every_stage_module_has_a_name_params_deps_and_run():
     from robustlens.study.spec import parse_spec
     from robustlens.study.stages import build_stages, dag
 
-    spec = parse_spec("[stages.transfer]\nenabled = true\n[stages.construct]\nenabled = true\n")
+    spec = parse_spec("[stages.transfer]\nenabled = true\n[stages.construct]\nenabled = true\n[stages.regime]\nenabled = true\n")
     built = {s.name: s for s in build_stages(spec)}
     for mod in dag.ANALYSIS:
         assert callable(mod.run) and isinstance(mod.params(spec), dict) and isinstance(mod.deps(spec), tuple)
@@ -52,7 +52,7 @@ def test_old_stage_helpers_stay_importable():
     from robustlens.study.stages import (SEED_OFFSETS, STAGE_CODE, check_checkpoint_classes, file_sha256,  # noqa: F401
                                          implementations, load_data, spec_device, stage_train)
 
-    assert SEED_OFFSETS["construct"] == 21 and STAGE_CODE == 4
+    assert SEED_OFFSETS["construct"] == 21 and STAGE_CODE == 5
     # part of the stage hashes: the same whether fusion is a module or a package
     assert implementations("transfer") == ["transfer/fusion.py"] and implementations("data") == []
     with pytest.raises(UserError, match="predicts 3 classes but the data has 2"):

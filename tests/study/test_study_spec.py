@@ -33,7 +33,7 @@ def test_embedded_default_and_example_equal_the_dataclass_defaults():
 
 def test_defaults_are_the_papers_setting():
     s = Spec()
-    assert s.data.source == "trifeature" and s.data.size == 32 and s.data.options["contrast"] == 0.12
+    assert s.data.source == "trifeature" and s.data.size == 32 and s.data.options["contrast"] == 0.06 and s.data.options["label"] == "texture"
     assert s.models["std"].mode == "std" and s.models["adv"].mode == "fgsm-rs"
     assert s.threat.norm == "linf" and s.threat.eps == "8/255"
     assert not s.stages.transfer.enabled and not s.stages.construct.enabled
@@ -112,7 +112,7 @@ def test_classes_mismatch_fails_before_training(tmp_path):
     ck.write_bytes(b"not used: the sidecar is checked first")
     ck.with_suffix(".json").write_text(json.dumps({"arch": "small_cnn", "num_classes": 3, "classes": ["a", "b", "c"]}))
     spec = parse_spec(
-        f'name = "mismatch"\nout_dir = "{tmp_path / "runs"}"\n[data]\nn_train = 20\nn_test = 20\n'
+        f'name = "mismatch"\nout_dir = "{tmp_path / "runs"}"\n[data]\nn_train = 200\nn_test = 20\n'
         f'options = {{ contrast = 0.07, n_conflict = 8 }}\n[models.adv]\ncheckpoint = "{ck}"\n',
         "m.toml",
     )
@@ -246,7 +246,7 @@ def test_each_relative_path_is_found_beside_the_spec_or_in_the_current_folder(tm
     assert Path(s.data.source) == spec_dir / "data"
     assert Path(s.models["adv"].checkpoint) == work / "runs" / "adv.safetensors"
     assert s.data.options == {}  # the default's texture contrast is the procedural set's
-    assert parse_spec("").data.options == {"contrast": 0.12}
+    assert parse_spec("").data.options == Spec().data.options and "contrast" in Spec().data.options
     p.write_text('[data]\nsource = "data"\noptions = { channels = 1 }\n[models.adv]\ncheckpoint = "gone.safetensors"\n')
     with pytest.raises(UserError, match=r"checkpoint 'gone.safetensors' does not exist \(looked at .*examples/gone.safetensors and .*work/gone.safetensors\)"):
         load_spec(p)
