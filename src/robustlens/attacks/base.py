@@ -31,6 +31,7 @@ name added to :data:`robustlens.names.ATTACKS`, the module imported in
 
 from __future__ import annotations
 
+import abc
 import difflib
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
@@ -74,7 +75,7 @@ def make_attack(name: str, **options: Any) -> Attack:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Attack:
+class Attack(abc.ABC):
     """Base of every attack: options as fields, ``perturb`` for the work (see the module docstring)."""
 
     name: ClassVar[str] = ""
@@ -103,11 +104,11 @@ class Attack:
         check_inputs(model, x, y, threat)
         return self.perturb(model, x, y, threat, generator=generator, index=index)
 
+    @abc.abstractmethod
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None, index: Tensor | None = None
     ) -> Tensor:
         """The attack on validated inputs (every subclass defines it)."""
-        raise NotImplementedError(f"{type(self).__name__}.perturb")
 
     def evaluate_batch(
         self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None

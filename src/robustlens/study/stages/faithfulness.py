@@ -12,8 +12,8 @@ from pathlib import Path
 from robustlens.study.result import StageResult
 from robustlens.study.runner import StageContext
 from robustlens.study.spec import Spec
-from robustlens.study.stages.context import analysed, analysis_deps, device, eval_subset, stage_seed
-from robustlens.study.stages.saliency import random_model
+from robustlens.study.stages.context import analysis_deps, stage_seed
+from robustlens.study.stages.saliency import images_and_models
 
 
 NAME = "faithfulness"
@@ -30,12 +30,7 @@ def deps(spec: Spec) -> tuple[str, ...]:
 def run(ctx: StageContext) -> StageResult:
     """Every method x metric x model (STD, ADV, random) on ``n`` test images; a table, the curves and the numbers of two claims."""
     p = ctx.params
-    dev = device(ctx)
-    sub = eval_subset(ctx.shared, p["n"])
-    x, y = sub.float(device=dev), sub.labels.to(dev)
-    models = analysed(ctx)
-    if p["random_model"]:
-        models["random"] = random_model(ctx)
+    sub, x, y, models = images_and_models(ctx)
     from robustlens.explain.map_metrics import METRICS, MapMetricSettings, measure
 
     seed = stage_seed(ctx, NAME)

@@ -42,6 +42,20 @@ def random_model(ctx: StageContext, like: str = "std"):
     return m.to(device(ctx)).eval()
 
 
+def images_and_models(ctx: StageContext):
+    """``(sub, x, y, models)``: the stage's ``n`` evaluation images on the device and the analysed
+    models, plus the random baseline when ``random_model`` (the saliency, sanity and
+    faithfulness stages all explain these)."""
+    p = ctx.params
+    sub = eval_subset(ctx.shared, p["n"])
+    dev = device(ctx)
+    x, y = sub.float(device=dev), sub.labels.to(dev)
+    models = analysed(ctx)
+    if p.get("random_model", True):
+        models["random"] = random_model(ctx)
+    return sub, x, y, models
+
+
 def method_opts(method: str, p: dict, seed: int) -> dict:
     """The saliency options a method takes from the stage's parameters (SmoothGrad's
     generator seeded with ``seed``)."""
@@ -60,12 +74,7 @@ def run(ctx: StageContext) -> StageResult:
     from robustlens.explain.saliency import saliency
 
     p = ctx.params
-    dev = device(ctx)
-    sub = eval_subset(ctx.shared, p["n"])
-    x, y = sub.float(device=dev), sub.labels.to(dev)
-    models = analysed(ctx)
-    if p["random_model"]:
-        models["random"] = random_model(ctx)
+    sub, x, y, models = images_and_models(ctx)
     maps: dict[str, dict[str, Any]] = {}
     for mi, (n, m) in enumerate(models.items()):
         for method in p["methods"]:

@@ -9,8 +9,8 @@ from pathlib import Path
 from robustlens.study.result import StageResult
 from robustlens.study.runner import StageContext
 from robustlens.study.spec import Spec
-from robustlens.study.stages.context import analysed, analysis_deps, device, eval_subset, stage_seed
-from robustlens.study.stages.saliency import method_opts, random_model
+from robustlens.study.stages.context import analysis_deps, stage_seed
+from robustlens.study.stages.saliency import images_and_models, method_opts
 
 NAME = "sanity"
 
@@ -29,12 +29,7 @@ def run(ctx: StageContext) -> StageResult:
     from robustlens.explain.sanity import sanity_curves
 
     p = ctx.params
-    sub = eval_subset(ctx.shared, p["n"])
-    dev = device(ctx)
-    x, y = sub.float(device=dev), sub.labels.to(dev)
-    models = analysed(ctx)
-    if p.get("random_model", True):
-        models["random"] = random_model(ctx)
+    sub, x, y, models = images_and_models(ctx)
     orders = ["top_down"] + (["independent"] if p["independent"] else [])
     curves: dict[str, dict] = {}
     figures, captions = {}, {}
