@@ -29,3 +29,8 @@ FORMATS: tuple[str, ...] = ("folder", "archive", "cifar", "idx", "svhn", "stl10"
 # the study's opt-in stages
 TRANSFER_VARIANTS: tuple[str, ...] = ("std", "adv", "std+std", "adv+adv", "std+adv")
 CONSTRUCT_KINDS: tuple[str, ...] = ("robust", "det", "rand")
+
+# robustlens.data: evaluation preprocessing of an image before the model sees it
+# ("squash": resize both sides to the spec's size; "res256crop224": RobustBench's
+# Res256Crop224, the shorter side to 256 then a centre crop of 224, the ImageNet evaluation)
+PREPROCESSING: tuple[str, ...] = ("squash", "res256crop224")
