@@ -18,6 +18,7 @@ from robustlens.errors import UserError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("robustlens.study.cli", "run the whole STD vs ADV comparison and write report.html + results.json"),
+    "sweep": ("robustlens.study.sweep_cli", "the regime map alone: STD and ADV over a grid of texture amplitude x shape agreement"),
     "data": ("robustlens.data.cli", "describe a data source (counts per split and class, resolution) and write a sample grid"),
     "train": ("robustlens.train.cli", "train a model: standard, FGSM, FGSM-RS, PGD or TRADES"),
     "attack": ("robustlens.attacks.cli", "measure clean and robust accuracy (FGSM, PGD, APGD, Square, AutoAttack-style)"),

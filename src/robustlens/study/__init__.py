@@ -180,9 +180,13 @@ def _is_worker_rank() -> bool:
     return int(os.environ.get("RANK", "0") or 0) > 0 and _torchrun_world() > 1
 
 
-def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
+def run_study(spec: Spec, stream: TextIO | None = None, *, only: list[str] | None = None) -> dict:
     """Run (or resume, or reuse) every stage of ``spec``; write results.json, timings.json,
     report.html and the checkpoints under ``runs/<name>/``. Returns a summary dict.
+
+    ``only`` limits the run to those stages and the stages they depend on (``robustlens
+    sweep`` runs just the regime map); each stage keeps its hash, so a later full run reuses
+    them. An unknown or disabled stage name is one line.
 
     The run folder is locked for the whole run (:func:`robustlens.io.folder_lock`): a second
     run on the same folder stops at once with "already running (pid N)"."""
@@ -191,12 +195,25 @@ def run_study(spec: Spec, stream: TextIO | None = None) -> dict:
     from robustlens.io import folder_lock
     from robustlens.study.runner import check_run_dir
 
+    from robustlens.study.stages import build_stages
+
     check_run_dir(spec.run_dir)
+    _check_only(only, build_stages(spec))
     with nullcontext() if _is_worker_rank() else folder_lock(spec.run_dir):
-        return _run_study(spec, stream if stream is not None else sys.stdout)
+        return _run_study(spec, stream if stream is not None else sys.stdout, only)
 
 
-def _run_study(spec: Spec, stream: TextIO) -> dict:
+def _check_only(only: list[str] | None, stages: list) -> None:
+    """``only`` names stages of this study's DAG (enabled ones)."""
+    from robustlens.registry import unknown_name
+
+    names = [s.name for s in stages]
+    for n in only or ():
+        if n not in names:
+            raise unknown_name("stage (or one disabled in this spec)", n, names, key="--only")
+
+
+def _run_study(spec: Spec, stream: TextIO, only: list[str] | None = None) -> dict:
     from robustlens.io import write_bytes_atomic, write_json_atomic
     from robustlens.study.report import render_report
     from robustlens.study.runner import Runner
@@ -220,7 +237,7 @@ def _run_study(spec: Spec, stream: TextIO) -> dict:
         known = _train_under_torchrun(spec, runner, after, stream)
         if known is None:  # a rank other than 0: its share of the training is done
             return {"report": None, "results": None, "timings": None, "outputs": {}, "results_data": None}
-    outputs = runner.run(after=after, known=known)
+    outputs = runner.run(after=after, known=known, only=set(only) if only else None)
     results = assemble_results(spec, runner, outputs)
     write_json_atomic(run_dir / "results.json", results)
     _copy_checkpoints(outputs, run_dir / "checkpoints")

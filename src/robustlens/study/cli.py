@@ -11,6 +11,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="override the spec's name (the run folder runs/<name>/)")
     p.add_argument("--out-dir", default=None, help="override the spec's out_dir (default runs)")
     p.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--only", default=None, metavar="STAGE[,STAGE]",
+                   help="run only these stages and what they depend on (e.g. robustness); the rest is left out of the report")
     p.add_argument("--print-spec", action="store_true", help="print the fully resolved spec as JSON and exit")
 
 
@@ -34,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
     if args.print_spec:
         print(json.dumps(spec.to_dict(), indent=2))
         return 0
-    run_study(spec)
+    run_study(spec, only=[n.strip() for n in args.only.split(",") if n.strip()] if args.only else None)
     return 0

@@ -336,10 +336,10 @@ class RegimeSpec:
     enabled: bool = False
     amplitudes: list[float] = field(default_factory=lambda: [1.0, 1.9, 3.0])
     agreements: list[float] = field(default_factory=lambda: [0.7, 0.865, 1.0])
-    n_train: int = 2000
+    n_train: int = 8000
     n_test: int = 300
-    epochs: int = 4
-    width: int = 8
+    epochs: int = 5
+    width: int = 16
     attack_steps: int = 10
 
 
@@ -628,6 +628,15 @@ def _check_stages(spec: Spec, fail) -> None:
     for v in st.transfer.variants:
         if v not in TRANSFER_VARIANTS:
             fail(("stages", "transfer"), "variants", str(unknown_name("variant", v, TRANSFER_VARIANTS)))
+
+
+def check_regime(spec: Spec) -> None:
+    """The regime grid of ``spec`` as changed on the command line (``robustlens sweep``): the
+    checks of the spec file, each message naming the flag that sets the key."""
+    def fail(table: tuple[str, ...], key: str, msg: str) -> None:
+        raise UserError(f"--{key.replace('_', '-')} (stages.regime.{key}): {msg}")
+
+    _check_regime(spec, fail)
 
 
 def _check_regime(spec: Spec, fail) -> None:
