@@ -12,6 +12,8 @@ from __future__ import annotations
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square", "autoattack")
 # members of the AutoAttack-style ensemble (robustlens.attacks.autoattack)
 ENSEMBLE_MEMBERS: tuple[str, ...] = ("apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t", "square")
+# AutoAttack's versions, named as its authors name them (robustlens.attacks.autoattack)
+AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "plus", "rand", "custom")
 
 # robustlens.train: training modes
 TRAIN_MODES: tuple[str, ...] = ("std", "fgsm", "fgsm-rs", "pgd", "trades")
