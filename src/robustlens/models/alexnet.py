@@ -52,13 +52,14 @@ class AlexNet(ImageClassifier):
         batch_norm: bool = False,
         dropout: float = 0.5,
         hidden: int = 4096,
+        in_channels: int = 3,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(mean, std)
+        super().__init__(mean, std, in_channels)
         layers: "OrderedDict[str, nn.Module]" = OrderedDict()
         for idx, cin, cout, k, s, p, pool in _CONVS:
-            layers[str(idx)] = nn.Conv2d(cin, cout, k, stride=s, padding=p)
+            layers[str(idx)] = nn.Conv2d(in_channels if idx == 0 else cin, cout, k, stride=s, padding=p)
             if batch_norm:
                 layers[f"bn{idx}"] = nn.BatchNorm2d(cout)
             layers[str(idx + 1)] = nn.ReLU(inplace=True)

@@ -14,6 +14,11 @@
 
 Normalisation statistics are non-persistent buffers: they are kept out of the state dict,
 so state-dict keys match torchvision's, and live in the checkpoint's JSON sidecar instead.
+
+Every family takes ``in_channels`` (3 by default). A single-channel model gets a
+single-channel :class:`Normalize`: a family's 3-channel default statistics become their
+channel means (ImageNet's mean 0.449, std 0.226), the statistics of the greyscale image
+``(r + g + b) / 3`` to first order; statistics given with one value per input channel are kept.
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+
+
+def channel_stats(mean: Sequence[float], std: Sequence[float], in_channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel statistics for an ``in_channels`` input: kept when they have one value per
+    channel, a single value repeated, 3-channel statistics averaged for a 1-channel input."""
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise UserError(f"in_channels: expected a positive integer, got {in_channels!r}")
+    mean, std = _check_stats(mean, std)
+    if len(mean) == in_channels:
+        return mean, std
+    if len(mean) == 1:
+        return mean * in_channels, std * in_channels
+    if in_channels == 1:
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    raise UserError(f"normalisation: {len(mean)} mean/std values for a {in_channels}-channel input; give {in_channels} (or 1)")
 
 
 def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -84,9 +104,9 @@ class ImageClassifier(nn.Module, abc.ABC):
     arch: str = ""
     num_features: int = 0
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], in_channels: int = 3) -> None:
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        self.normalize = Normalize(*channel_stats(mean, std, in_channels))
         self.config: dict = {}
 
     @abc.abstractmethod

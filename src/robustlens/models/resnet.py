@@ -87,12 +87,13 @@ class ResNet(ImageClassifier):
         layers: Sequence[int],
         num_classes: int = 1000,
         zero_init_residual: bool = False,
+        in_channels: int = 3,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(mean, std)
+        super().__init__(mean, std, in_channels)
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)

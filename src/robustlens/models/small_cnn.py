@@ -32,7 +32,7 @@ class SmallCNN(ImageClassifier):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
     ) -> None:
-        super().__init__(mean, std)
+        super().__init__(mean, std, in_channels)
         w = width
         self.body = nn.Sequential(
             *_block(in_channels, w, True),

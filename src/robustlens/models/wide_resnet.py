@@ -72,17 +72,18 @@ class WideResNet(ImageClassifier):
         depth: int = 28,
         widen_factor: int = 10,
         drop_rate: float = 0.0,
+        in_channels: int = 3,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
     ) -> None:
-        super().__init__(mean, std)
+        super().__init__(mean, std, in_channels)
         if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6 != 0:
             raise UserError(f"depth: a WideResNet needs depth = 6n + 4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth!r}")
         if not isinstance(widen_factor, int) or widen_factor < 1:
             raise UserError(f"widen_factor: expected a positive integer, got {widen_factor!r}")
         n = (depth - 4) // 6
         ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.conv1 = nn.Conv2d(3, ch[0], 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, ch[0], 3, stride=1, padding=1, bias=False)
         self.block1 = NetworkBlock(n, ch[0], ch[1], 1, drop_rate)
         self.block2 = NetworkBlock(n, ch[1], ch[2], 2, drop_rate)
         self.block3 = NetworkBlock(n, ch[2], ch[3], 2, drop_rate)

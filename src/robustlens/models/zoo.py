@@ -158,3 +158,28 @@ def _wrn16_4(num_classes: int = 10, **kw: Any) -> ImageClassifier:
     kw.setdefault("depth", 16)
     kw.setdefault("widen_factor", 4)
     return WideResNet(num_classes=num_classes, **kw)
+
+
+@register("wrn34_10", "WideResNet-34-10 (TRADES, Zhang et al. 2019), RobustBench keys; CIFAR-10 norm")
+def _wrn34_10(num_classes: int = 10, **kw: Any) -> ImageClassifier:
+    from robustlens.models.wide_resnet import WideResNet
+
+    kw.setdefault("depth", 34)
+    kw.setdefault("widen_factor", 10)
+    return WideResNet(num_classes=num_classes, **kw)
+
+
+@register("wrn70_16", "WideResNet-70-16 (267 M params), RobustBench keys; CIFAR-10 norm")
+def _wrn70_16(num_classes: int = 10, **kw: Any) -> ImageClassifier:
+    from robustlens.models.wide_resnet import WideResNet
+
+    kw.setdefault("depth", 70)
+    kw.setdefault("widen_factor", 16)
+    return WideResNet(num_classes=num_classes, **kw)
+
+
+@register("cifar_resnet50", "ResNet-50, CIFAR 3x3 stem, RobustBench / robustness-library keys (shortcut, linear)")
+def _cifar_resnet50(num_classes: int = 10, **kw: Any) -> ImageClassifier:
+    from robustlens.models.cifar_resnet import CifarResNet
+
+    return CifarResNet(num_classes=num_classes, **kw)
