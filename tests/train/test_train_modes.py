@@ -107,7 +107,8 @@ def test_catastrophic_overfitting_stops_and_restores_best(modes_data, monkeypatc
     seq = iter([(0.9, 0.50), (0.9, 0.60), (0.95, 0.10), (0.95, 0.05)])
     monkeypatch.setattr(loop, "_pgd_accuracy", lambda *a, **k: next(seq))
     model = toy_model()
-    cfg = TrainConfig(mode="fgsm-rs", epochs=4, batch_size=32, lr=0.05, log=False, progress=False, check_size=32)
+    cfg = TrainConfig(mode="fgsm-rs", epochs=4, batch_size=32, lr=0.05, log=False, progress=False, check_size=32,
+                      co_remedy="stop")
     r = train(model, modes_data, cfg, out_dir=tmp_path, device="cpu")
     assert r.catastrophic_overfitting == [3] and r.stopped_early and len(r.history) == 3
     assert r.best_epoch == 2 and r.best_metric == 0.60
@@ -130,7 +131,8 @@ def test_bad_config_values():
         TrainConfig(mode="pgd", adv_fraction=0).resolve("cifar")
     c = TrainConfig(mode="fgsm-rs").resolve("cifar")
     assert c.eps == pytest.approx(8 / 255) and c.step_size == pytest.approx(1.25 * 8 / 255)
-    assert (c.epochs, c.batch_size, c.lr, c.schedule) == (15, 128, 0.2, "cyclic") and c.early_stop
+    assert (c.epochs, c.batch_size, c.lr, c.schedule) == (15, 128, 0.2, "cyclic")
+    assert c.co_remedy == "pgd" and not c.early_stop and c.keep_best and (c.augment, c.flip) == (True, True)
     assert TrainConfig(mode="fgsm-rs").resolve("cifar", "cuda").batch_size == 512
     assert TrainConfig(mode="pgd", attack_steps=7).resolve("cifar").step_size == pytest.approx(2.5 * (8 / 255) / 7)
 

@@ -9,8 +9,12 @@ input gradients, then one SGD step; Madry et al. 2018, Eq. 2.1), the step the tr
 fusion fits share.
 
 After every epoch a PGD check on a fixed held-out batch watches for catastrophic overfitting
-(Wong et al. 2020): a drop of the robust accuracy by more than ``co_threshold`` below the best
-so far is logged, and stops training with the best weights when ``early_stop`` is on.
+(Wong et al. 2020; Andriushchenko & Flammarion 2020): :func:`co_reason` applies the rules of
+:class:`~robustlens.train.config.TrainConfig` (a relative drop, a floor, an absolute drop);
+a flagged epoch is said on the console and in the metrics, and ``co_remedy`` acts on it: by
+default (fgsm, fgsm-rs) the remaining epochs train with PGD-k from the best weights so far,
+the switch being part of the resumable state. The best epoch by check accuracy (PGD for
+adversarial modes) is kept in ``best.safetensors`` and, with ``keep_best``, in the model.
 
 Reproducibility and resume: the data order comes from ``(seed, epoch)`` (the loader), the
 random starts from a generator re-seeded from ``(seed, rank, step)`` at every step, the
@@ -72,6 +76,8 @@ class TrainResult:
     best_epoch: int | None = None
     best_metric: float | None = None
     catastrophic_overfitting: list[int] = field(default_factory=list)
+    co_fallback: int | None = None
+    selected_epoch: int | None = None
     stopped_early: bool = False
     resumed_from: dict | None = None
     out_dir: Path | None = None
@@ -98,6 +104,8 @@ class TrainResult:
             "best_epoch": self.best_epoch,
             "best_metric": self.best_metric,
             "catastrophic_overfitting": self.catastrophic_overfitting,
+            "co_fallback": self.co_fallback,
+            "selected_epoch": self.selected_epoch,
             "stopped_early": self.stopped_early,
             "resumed_from": self.resumed_from,
             "out_dir": self.out_dir,
@@ -119,10 +127,20 @@ def _mix(*values: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
+class _CropLoader(TensorLoader):
+    """:class:`TensorLoader` with the random crop but no flip (digits, text: a mirrored symbol is
+    another one). It draws the same random numbers, so the crops equal a flipping loader's."""
+
+    def augmentation(self, e: int, b: int, n: int) -> tuple[Tensor, Tensor]:
+        offsets, flips = super().augmentation(e, b, n)
+        return offsets, torch.zeros_like(flips)
+
+
 def _make_loader(images: ImageSet, batch_size: int, cfg: TrainConfig, device: torch.device, info: DistInfo) -> TensorLoader:
     """Full batches only (drop_last); under DDP each rank takes a disjoint shard of every epoch."""
-    return TensorLoader(images, batch_size=batch_size, shuffle=True, seed=cfg.seed, augment=bool(cfg.augment), device=device,
-                        drop_last=True, distributed=(info.rank, info.world) if info.enabled else None)
+    cls = TensorLoader if cfg.flip or not cfg.augment else _CropLoader
+    return cls(images, batch_size=batch_size, shuffle=True, seed=cfg.seed, augment=bool(cfg.augment), device=device,
+               drop_last=True, distributed=(info.rank, info.world) if info.enabled else None)
 
 
 def _split_check(train_set: ImageSet, val_set: ImageSet | None, cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
@@ -178,6 +196,38 @@ def _fmt(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def eps_label(eps: float) -> str:
+    """``8/255`` when eps is a whole number of 255ths, else ``0.3``: the console's eps label."""
+    k = eps * 255
+    return f"{round(k)}/255" if eps > 0 and abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def co_reason(cfg: TrainConfig, metrics: dict, history: list[dict], best_epoch: int | None,
+              best: float | None, chance: float) -> str | None:
+    """Why epoch ``metrics["epoch"]`` shows catastrophic overfitting, or ``None``.
+
+    The rules of :class:`TrainConfig` (Wong et al. 2020, Sec. 5; Andriushchenko & Flammarion
+    2020, Sec. 3), from epoch 2 on and for adversarial modes: check PGD below ``co_ratio`` of
+    the best so far (by ``co_min_drop`` at least) while the training accuracy is no lower than
+    at the best epoch; below ``co_floor`` while the training accuracy exceeds twice chance; or
+    more than ``co_threshold`` below the best. ``history`` holds the epochs before this one.
+    """
+    crit = metrics.get("check_robust_accuracy")
+    if not cfg.adversarial or crit is None or metrics["epoch"] < 2:
+        return None
+    acc = metrics["train_accuracy"]
+    if best is not None and best_epoch is not None:
+        best_acc = history[best_epoch - 1]["train_accuracy"]
+        if crit < cfg.co_ratio * best and best - crit >= cfg.co_min_drop and acc >= best_acc:
+            return (f"PGD accuracy {crit:.3f} < {cfg.co_ratio:g} x the best {best:.3f} (epoch {best_epoch}) "
+                    f"while the training accuracy rose ({best_acc:.3f} -> {acc:.3f})")
+        if best - crit > cfg.co_threshold:
+            return f"PGD accuracy {crit:.3f} fell by more than {cfg.co_threshold:g} from {best:.3f} (epoch {best_epoch})"
+    if crit < cfg.co_floor and acc > 2 * chance:
+        return f"PGD accuracy {crit:.3f} < {cfg.co_floor:g} while the training accuracy is {acc:.3f} (chance {chance:.3f})"
+    return None
+
+
 # --------------------------------------------------------------------------------------
 # A run: what stays fixed, and where it stands
 # --------------------------------------------------------------------------------------
@@ -230,7 +280,7 @@ class _Run:
             "step": epoch * self.steps_per_epoch + batch,
             "partial": partial, "epoch_seconds": epoch_seconds,
             "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
-            "co_epochs": result.catastrophic_overfitting, "stopped_early": result.stopped_early,
+            "co_epochs": result.catastrophic_overfitting, "co_fallback": result.co_fallback, "stopped_early": result.stopped_early,
             "versions": versions(),
         }
 
@@ -298,10 +348,13 @@ def _nets(model: nn.Module, cfg: TrainConfig, device: torch.device, info: DistIn
     return Nets(train=train_net, attack=attack_net, clean=attack_net if info.enabled else train_net, raw=model)
 
 
-def _recipe(cfg: TrainConfig) -> Recipe:
+def _recipe(cfg: TrainConfig, fallback: bool = False) -> Recipe:
+    """The step of ``cfg``; ``fallback``: PGD-``attack_steps`` with step 2.5 eps / k (Madry et
+    al. 2018), what training switches to after catastrophic overfitting (``co_remedy`` pgd)."""
     threat = make_threat(cfg.threat, cfg.eps) if cfg.adversarial else None
-    return Recipe(mode=cfg.mode, threat=threat, step_size=cfg.step_size, attack_steps=cfg.attack_steps, adv_fraction=cfg.adv_fraction,
-                  trades_beta=cfg.trades_beta, label_smoothing=cfg.label_smoothing, amp=cfg.amp)
+    mode, step = ("pgd", 2.5 * cfg.eps / cfg.attack_steps) if fallback else (cfg.mode, cfg.step_size)
+    return Recipe(mode=mode, threat=threat, step_size=step, attack_steps=cfg.attack_steps, adv_fraction=cfg.adv_fraction,
+                  trades_beta=cfg.trades_beta, label_smoothing=cfg.label_smoothing, amp=cfg.amp, grad_align=cfg.grad_align)
 
 
 def _prepare(model: nn.Module, train_set: ImageSet, config: TrainConfig | None, out_dir, val_set: ImageSet | None,
@@ -313,7 +366,10 @@ def _prepare(model: nn.Module, train_set: ImageSet, config: TrainConfig | None, 
     device = device if isinstance(device, torch.device) else resolve_device(device)
     info = distributed.setup(device)
     device = distributed.device_for(info, device)
-    cfg = cfg0.resolve(cfg0.kind or data_kind(train_set.name, train_set.resolution), device.type)
+    cfg = cfg0.resolve(cfg0.kind or data_kind(train_set.name, train_set.resolution, train_set.channels), device.type,
+                       channels=train_set.channels, n_train=len(train_set))
+    if cfg.grad_align and info.enabled:
+        raise UserError("--grad-align: GradAlign's double backward runs in one process only (not under torchrun)")
     if train_set.num_classes < 2:
         raise UserError(f"{train_set.name or 'the training set'}: {train_set.num_classes} class "
                         f"({', '.join(map(str, train_set.classes))}); training a classifier needs at least 2 classes")
@@ -349,6 +405,7 @@ def _resume(run: _Run, result: TrainResult, resume: bool | str | Path) -> _Posit
         result.history = meta["history"]
         result.best_epoch, result.best_metric = meta.get("best_epoch"), meta.get("best_metric")
         result.catastrophic_overfitting = meta.get("co_epochs", [])
+        result.co_fallback = meta.get("co_fallback")
         result.stopped_early = meta.get("stopped_early", False)
         result.resumed_from = {"epoch": pos.epoch, "batch": pos.batch, "step": meta["step"]}
         run.say(f"resuming {run.state_path} at epoch {pos.epoch + 1}, batch {pos.batch} (step {meta['step']})")
@@ -366,7 +423,9 @@ def _open_logs(run: _Run) -> None:
     if run.writes:
         write_json_atomic(run.out / "train_config.json", {"run": run.key, "versions": versions()})
     run.say(f"training {run.key['arch']} on {run.train_part.name} ({len(run.train_part)} images, {run.steps_per_epoch} steps/epoch), "
-            f"mode {cfg.mode}" + (f" eps {cfg.eps:.5g}" if cfg.adversarial else "") + f", {cfg.epochs} epochs, device {run.device}")
+            f"mode {cfg.mode}" + (f" eps {eps_label(cfg.eps)} step {cfg.step_size:.4g}" if cfg.adversarial else "")
+            + f", {cfg.epochs} epochs, {cfg.schedule} lr {cfg.lr:g}, augmentation {cfg.augmentation()}, "
+            f"check PGD-{cfg.check_steps} at eps {eps_label(cfg.check_eps)}, device {run.device}")
 
 
 def _check_finite(run: _Run, step_loss: Tensor, epoch: int, b: int, step: int) -> None:
@@ -403,7 +462,7 @@ def _train_epoch(run: _Run, result: TrainResult, pos: _Position, epoch: int) -> 
         run.adv_gen.manual_seed(_mix(cfg.seed, run.info.rank, step))
         out = sgd_step(run.nets, run.opt, x, y, run.recipe, lr=lr, generator=run.adv_gen)
         step_loss[b] = out.loss
-        meter.add(out, y, cfg.mode)
+        meter.add(out, y, run.recipe.mode)
         _check_finite(run, step_loss, epoch, b, step)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and b + 1 < spe and run.writes:
             save_state(run.state_path, run.nets.raw, run.opt, pos.best_weights,
@@ -417,7 +476,7 @@ def _train_epoch(run: _Run, result: TrainResult, pos: _Position, epoch: int) -> 
     tot = distributed.all_sum(torch.cat([meter.sums, torch.tensor(meter.counts, dtype=torch.float64, device=run.device)]), run.info).tolist()
     loss_sum, correct, adv_correct, clean_correct, n_seen, n_seen_adv, n_seen_clean = tot
     return {
-        "epoch": epoch + 1, "step": (epoch + 1) * spe, "mode": cfg.mode,
+        "epoch": epoch + 1, "step": (epoch + 1) * spe, "mode": run.recipe.mode,
         "loss": loss_sum / n_seen, "train_accuracy": correct / n_seen,
         "train_adv_accuracy": adv_correct / n_seen_adv if n_seen_adv else None,
         "train_clean_accuracy": clean_correct / n_seen_clean if n_seen_clean else None,
@@ -426,7 +485,8 @@ def _train_epoch(run: _Run, result: TrainResult, pos: _Position, epoch: int) -> 
 
 
 def _check_epoch(run: _Run, result: TrainResult, pos: _Position, metrics: dict) -> bool:
-    """The PGD check, best epoch and catastrophic overfitting (Wong et al. 2020); True if improved."""
+    """The PGD check, best epoch and catastrophic overfitting (:func:`co_reason`) with its
+    remedy (``co_remedy``); True if the check accuracy improved."""
     cfg, epoch = run.cfg, metrics["epoch"]
     if run.check is not None:
         t_check = time.perf_counter()
@@ -436,28 +496,44 @@ def _check_epoch(run: _Run, result: TrainResult, pos: _Position, metrics: dict) 
                        check_eps=cfg.check_eps, check_seconds=time.perf_counter() - t_check)
     crit = metrics.get("check_robust_accuracy" if cfg.adversarial else "check_clean_accuracy")
     improved = crit is not None and (result.best_metric is None or crit > result.best_metric)
-    co = bool(cfg.adversarial and crit is not None and result.best_metric is not None
-              and result.best_metric - crit > cfg.co_threshold)
-    co = distributed.broadcast_flag(co, run.info, run.device)
+    reason = co_reason(cfg, metrics, result.history, result.best_epoch, result.best_metric, 1 / run.train_set.num_classes)
+    co = distributed.broadcast_flag(reason is not None, run.info, run.device)
     metrics["catastrophic_overfitting"] = co
+    metrics["co_reason"] = reason
     if improved:
         result.best_epoch, result.best_metric = epoch, crit
         pos.best_weights = {k: v.detach().clone() for k, v in run.nets.raw.state_dict().items()}
     if co:
         result.catastrophic_overfitting.append(epoch)
-        run.say(f"catastrophic overfitting at epoch {epoch}: PGD-{cfg.check_steps} accuracy on the check set fell to "
-                f"{crit:.3f} from {result.best_metric:.3f} (epoch {result.best_epoch})"
-                + ("; stopping early and keeping the best weights" if cfg.early_stop else ""))
-        if cfg.early_stop:
+        action = {"stop": "; stopping early and keeping the best weights", "none": ""}.get(cfg.co_remedy, "")
+        if cfg.co_remedy == "pgd" and result.co_fallback is None and epoch < cfg.epochs:
+            result.co_fallback = epoch
+            action = (f"; the remaining {cfg.epochs - epoch} epochs train with PGD-{cfg.attack_steps} "
+                      f"from the best weights (epoch {result.best_epoch})")
+        run.say(f"CATASTROPHIC OVERFITTING at epoch {epoch} ({run.recipe.mode}): {reason}{action}")
+        if cfg.co_remedy == "stop":
             result.stopped_early = True
     result.history.append(metrics)
     return improved
 
 
+def _switch_to_pgd(run: _Run, result: TrainResult, pos: _Position, epoch: int) -> None:
+    """The PGD fallback (``co_remedy`` pgd): from epoch index ``result.co_fallback`` on the step
+    is PGD-k; at that epoch's first batch the best weights come back and the momentum restarts
+    (a resumed run does the same at the same point, so resume stays bit-identical)."""
+    if result.co_fallback is None or epoch < result.co_fallback or run.recipe.mode == "pgd":
+        return
+    run.recipe = _recipe(run.cfg, fallback=True)
+    if epoch == result.co_fallback and pos.batch == 0 and pos.best_weights is not None:
+        run.nets.raw.load_state_dict(pos.best_weights)
+        run.opt.state.clear()
+
+
 def _log_and_save(run: _Run, result: TrainResult, pos: _Position, metrics: dict, improved: bool) -> None:
     """The epoch's log line and TensorBoard scalars; checkpoints, state and metrics.jsonl."""
     run.say(f"epoch {metrics['epoch']}/{run.cfg.epochs}  loss {metrics['loss']:.4f}  acc {metrics['train_accuracy']:.3f}"
-            f"  check clean {_fmt(metrics.get('check_clean_accuracy'))} pgd {_fmt(metrics.get('check_robust_accuracy'))}"
+            f"  check clean {_fmt(metrics.get('check_clean_accuracy'))}"
+            f" pgd@{eps_label(run.cfg.check_eps)} {_fmt(metrics.get('check_robust_accuracy'))}"
             f"  lr {metrics['lr']:.4g}  {metrics['seconds']:.1f} s  {_fmt(metrics['images_per_s'], '.0f')} img/s")
     if run.writer is not None:
         for k, v in metrics.items():
@@ -474,9 +550,13 @@ def _log_and_save(run: _Run, result: TrainResult, pos: _Position, metrics: dict,
 
 
 def _finish(run: _Run, result: TrainResult, pos: _Position, t_run: float) -> TrainResult:
-    """Best weights after an early stop, eval mode, logs closed, processes joined."""
-    if result.stopped_early and pos.best_weights is not None:
+    """The best weights (after an early stop, or with ``keep_best``), eval mode, logs closed, processes joined."""
+    result.selected_epoch = len(result.history) or None
+    if (result.stopped_early or run.cfg.keep_best) and pos.best_weights is not None and result.best_epoch is not None:
         run.nets.raw.load_state_dict(pos.best_weights)
+        result.selected_epoch = result.best_epoch
+        if result.best_epoch != len(result.history):
+            run.say(f"keeping epoch {result.best_epoch}'s weights (best check accuracy {result.best_metric:.3f})")
     run.nets.raw.eval()
     if run.writer is not None:
         run.writer.close()
@@ -508,7 +588,8 @@ def train(
     ``resume``, ``metrics.jsonl`` (one line per epoch) and TensorBoard logs if asked.
     ``resume=True`` continues from ``out_dir/state.safetensors`` when it exists (a path
     names another state file). The model is trained in place and left in eval mode; after
-    an early stop for catastrophic overfitting it holds the best weights.
+    an early stop for catastrophic overfitting, or with ``keep_best`` (adversarial modes),
+    it holds the best epoch's weights (``result.selected_epoch``).
     """
     t_run = time.perf_counter()
     run = _prepare(model, train_set, config, out_dir, val_set, device)
@@ -516,6 +597,7 @@ def train(
     pos = _resume(run, result, resume)
     _open_logs(run)
     for epoch in range(pos.epoch, run.cfg.epochs):
+        _switch_to_pgd(run, result, pos, epoch)
         metrics = _train_epoch(run, result, pos, epoch)
         improved = _check_epoch(run, result, pos, metrics)
         _log_and_save(run, result, pos, metrics, improved)

@@ -111,6 +111,33 @@ def perturb_trades(
     return x_adv.detach()
 
 
+def grad_align_penalty(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
+                       generator: torch.Generator | None = None, amp: bool = False) -> Tensor:
+    """GradAlign's regulariser, ``E[1 - cos(grad_x L(x, y), grad_x L(x + eta, y))]`` with
+    ``eta ~ U(ball)`` (clipped to [0, 1]): Andriushchenko & Flammarion 2020, Eq. 5.
+
+    As the authors' ``train.py``: ``L`` is the batch-mean cross-entropy, the gradient at ``x``
+    is a constant (no second-order term) and only the one at ``x + eta`` is differentiated
+    (``create_graph``); examples with a zero gradient at either point are left out of the
+    mean. Returns a scalar that back-propagates into the weights (0 when no example is left).
+    """
+    x1 = x.detach().clone().requires_grad_(True)
+    with autocast(x.device, amp):
+        loss1 = F.cross_entropy(model(x1).float(), y)
+    (g1,) = torch.autograd.grad(loss1, x1)
+    x2 = threat.random_init(x.detach(), generator).requires_grad_(True)
+    with autocast(x.device, amp):
+        loss2 = F.cross_entropy(model(x2).float(), y)
+    (g2,) = torch.autograd.grad(loss2, x2, create_graph=True)
+    g1, g2 = g1.flatten(1).float(), g2.flatten(1).float()
+    n1, n2 = g1.norm(dim=1), g2.norm(dim=1)
+    keep = (n1 != 0) & (n2 != 0)
+    if not bool(keep.any()):
+        return g2.sum() * 0.0
+    cos = (g1[keep] * g2[keep]).sum(1) / (n1[keep] * n2[keep])
+    return (1.0 - cos).mean()
+
+
 # --------------------------------------------------------------------------------------
 # The step
 # --------------------------------------------------------------------------------------
@@ -123,7 +150,8 @@ class Recipe:
     ``threat`` and ``step_size`` (absolute, pixels in [0, 1]) are needed by every mode but
     ``std``; ``attack_steps`` counts PGD / TRADES steps. ``adv_fraction`` < 1 makes only the
     first ``ceil(fraction * B)`` examples of a batch adversarial (Goodfellow et al. 2015, Eq. 2).
-    The defaults are plain cross-entropy training.
+    ``grad_align`` > 0 adds ``grad_align * ``:func:`grad_align_penalty` on the clean batch
+    (GradAlign, Andriushchenko & Flammarion 2020). The defaults are plain cross-entropy training.
     """
 
     mode: str = "std"
@@ -134,12 +162,15 @@ class Recipe:
     trades_beta: float = 6.0
     label_smoothing: float = 0.0
     amp: bool = False
+    grad_align: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("std", "fgsm", "fgsm-rs", "pgd", "trades"):
             raise ValueError(f"Recipe: unknown mode {self.mode!r}")
         if self.mode != "std" and self.threat is None:
             raise ValueError(f"Recipe: mode {self.mode!r} needs a threat model")
+        if self.grad_align and self.mode not in ("fgsm", "fgsm-rs", "pgd"):
+            raise ValueError(f"Recipe: GradAlign needs an fgsm, fgsm-rs or pgd threat, not mode {self.mode!r}")
 
     @classmethod
     def fgsm_rs(cls, threat: ThreatModel) -> "Recipe":
@@ -207,6 +238,8 @@ def sgd_step(nets: Nets, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, recip
             loss = F.cross_entropy(clean_logits.float(), y, label_smoothing=recipe.label_smoothing) + recipe.trades_beta * kl
         else:
             loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+    if recipe.grad_align:
+        loss = loss + recipe.grad_align * grad_align_penalty(nets.raw, x, y, recipe.threat, generator, recipe.amp)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -60,7 +60,8 @@ def check_batch_sizes(stages: list, shared: dict, device) -> None:
         if s.fn is not run or s.params["spec"]["checkpoint"]:
             continue
         cfg = config_of(s.params)
-        cfg = cfg.resolve(cfg.kind or data_kind(train_set.name, train_set.resolution), device.type)
+        cfg = cfg.resolve(cfg.kind or data_kind(train_set.name, train_set.resolution, train_set.channels), device.type,
+                          channels=train_set.channels, n_train=len(train_set))
         n = len(_split_check(train_set, None, cfg)[0])
         if cfg.batch_size > n:
             key = "batch_size" if s.params["spec"]["batch_size"] else "batch_size (0: the trainer's default)"
@@ -83,11 +84,25 @@ def config_of(p: dict):
         kw["lr"] = float(m["lr"])
     if m["schedule"]:
         kw["schedule"] = m["schedule"]
-    kw.update(m["train_options"])
+    options = dict(m["train_options"])
+    if isinstance(options.get("augment"), dict):
+        kw.update(_augment_options(options.pop("augment"), f"models.{p['model']}.train_options.augment"))
+    kw.update(options)
     try:
         return TrainConfig(**kw)
     except TypeError as e:
         raise UserError(f"models.{p['model']}.train_options: {e}") from None
+
+
+def _augment_options(table: dict, where: str) -> dict:
+    """``augment = { crop = true, flip = false }`` -> TrainConfig's ``augment`` (the crop) and ``flip``."""
+    unknown = sorted(set(table) - {"crop", "flip"})
+    if unknown or not all(isinstance(v, bool) for v in table.values()):
+        raise UserError(f"{where}: expected a table of crop = true/false and flip = true/false, got {table!r}")
+    out = {"augment": table["crop"]} if "crop" in table else {}
+    if "flip" in table:
+        out["flip"] = table["flip"]
+    return out
 
 
 def _train(ctx: StageContext) -> StageResult:
@@ -118,23 +133,39 @@ def _train(ctx: StageContext) -> StageResult:
     history = [{k: v for k, v in e.items() if not is_time_key(k)} for e in res.history]
     resolved = {k: v for k, v in res.config.to_dict().items() if k not in ("progress", "log", "tensorboard")}
     save_checkpoint(ctx.out / "model.safetensors", model, {"training": resolved, "model_name": name, "classes": list(train_set.classes)})
-    figures = {"history": _plot_history(history, ctx.out / "history.png", name)} if history else {}
+    figures = {"history": _plot_history(history, ctx.out / "history.png", name, res.config.check_eps)} if history else {}
     test = eval_subset(ctx.shared, 1000)
+    notes = [f"catastrophic overfitting at epoch(s) {', '.join(map(str, res.catastrophic_overfitting))}: "
+             + next(e["co_reason"] for e in history if e.get("co_reason"))] if res.catastrophic_overfitting else []
+    if res.co_fallback is not None:
+        notes.append(f"epochs {res.co_fallback + 1}-{res.config.epochs} trained with PGD-{res.config.attack_steps} (the fallback)")
     return StageResult({
         "model": name, "source": "trained", "checkpoint": "model.safetensors", "arch": m["arch"], "mode": m["mode"],
         "eps": p["eps"] if m["mode"] != "std" else 0.0, "epochs": resolved.get("epochs", m["epochs"]),
         "parameters": sum(t.numel() for t in model.parameters()), "config": resolved, "history": history,
+        "augmentation": res.config.augmentation(), "selected_epoch": res.selected_epoch, "best_epoch": res.best_epoch,
+        "catastrophic_overfitting": res.catastrophic_overfitting, "co_fallback": res.co_fallback,
         "processes": processes,  # > 1: trained under torchrun (DistributedDataParallel)
         "test_accuracy_1000": accuracy(model.to(dev), test.float(device=dev), test.labels.to(dev)),
-    }, figures=figures, captions={"history": f"{name}: per-epoch training metrics."})
+    }, notes=notes, figures=figures,
+        captions={"history": f"{name}: every per-epoch training metric; the model kept is epoch {res.selected_epoch}'s."})
 
 
-def _plot_history(history: list[dict], path: Path, name: str) -> str:
+def history_curves(history: list[dict], check_eps: float) -> dict[str, list]:
+    """Every numeric per-epoch series of ``history`` (epoch, step and check eps aside), the
+    check's PGD curve labelled with its eps: ``{label: [[epoch, value], ...]}``."""
+    skip = ("epoch", "step", "check_eps")
+    keys = list(dict.fromkeys(k for e in history for k, v in e.items()
+                              if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)))
+    label = {"check_robust_accuracy": f"check PGD accuracy (eps {check_eps:.4g})"}
+    return {label.get(k, k): [[e.get("epoch", i + 1), e.get(k)] for i, e in enumerate(history)] for k in keys}
+
+
+def _plot_history(history: list[dict], path: Path, name: str, check_eps: float) -> str:
     from robustlens.plot import line_chart
 
-    keys = [k for k in history[0] if k not in ("epoch", "step", "lr") and isinstance(history[0][k], (int, float))][:4]
-    series = {k: [[e.get("epoch", i), e.get(k)] for i, e in enumerate(history)] for k in keys}
-    return line_chart(series, path, figsize=(5, 3), xlabel="epoch", title=f"training: {name}", legend_fontsize=7).name
+    return line_chart(history_curves(history, check_eps), path, figsize=(6, 3.5), xlabel="epoch",
+                      title=f"training: {name}", legend_fontsize=6).name
 
 
 def check_checkpoint_classes(path: str, meta: dict, classes: list[str], where: str) -> None:
