@@ -26,7 +26,7 @@ SALIENCY_METHODS: tuple[str, ...] = ("vanilla", "loss", "guided", "smoothgrad", 
 PROBES: tuple[str, ...] = ("blur", "median", "invert", "greyscale", "lowpass", "highpass", "silhouette", "edges", "stylize")
 
 # robustlens.data.formats.READERS
-FORMATS: tuple[str, ...] = ("folder", "archive", "cifar", "idx", "svhn", "stl10", "tinyimagenet")
+FORMATS: tuple[str, ...] = ("folder", "archive", "cifar", "idx", "svhn", "stl10", "tinyimagenet", "imagenet")
 
 # the study's opt-in stages
 TRANSFER_VARIANTS: tuple[str, ...] = ("std", "adv", "std+std", "adv+adv", "std+adv")

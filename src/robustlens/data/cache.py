@@ -10,7 +10,8 @@ Layout, under ``$ROBUSTLENS_CACHE`` (default ``~/.cache/robustlens``)::
 
 ``key`` hashes the source's fingerprint (:func:`fingerprint`: the content of an archive up to
 ``HASH_LIMIT`` bytes; else, per file, its path, size, modification and change times), the
-target size, resampling, channels and format, so a changed source or other options never hit
+target size, resampling, channels and format, and the reader options of :data:`KEYED_OPTIONS`
+set away from their defaults (``preprocessing``, the ImageNet reader's ``limit``), so a changed source or other options never hit
 a stale entry: a file rewritten with the same size and an older (or the same) modification
 time, as ``tar`` and ``rsync -t`` restore it, still changes its change time.
 
@@ -80,9 +81,20 @@ def fingerprint(path: Path) -> dict:
     return {"path": os.fspath(path), "files": count, "bytes": total, "files_blake2b": h.hexdigest()}
 
 
+#: reader options that change the decoded pixels or the images read, beyond size / channels /
+#: resample, keyed only when set away from their default (so the keys of earlier entries hold)
+KEYED_OPTIONS = {"preprocessing": "squash", "limit": None, "limit_seed": None}
+
+
+def keyed_options(options: dict) -> dict:
+    """What of the reader ``options`` the cache entry depends on (and records)."""
+    out = {k: options.get(k) for k in ("size", "channels", "resample")}
+    out.update({k: options[k] for k, default in KEYED_OPTIONS.items() if options.get(k, default) != default})
+    return out
+
+
 def cache_key(path: Path, fmt: str, options: dict) -> str:
-    record = {"v": CACHE_VERSION, "format": fmt, "source": fingerprint(path),
-              "options": {k: options.get(k) for k in ("size", "channels", "resample")}}
+    record = {"v": CACHE_VERSION, "format": fmt, "source": fingerprint(path), "options": keyed_options(options)}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -194,7 +206,7 @@ def cached_read(
         return hit
     sets = read()
     try:
-        write_entry(entry, sets, path, fmt, {k: options.get(k) for k in ("size", "channels", "resample")})
+        write_entry(entry, sets, path, fmt, keyed_options(options))
     except OSError as e:  # a read-only or full cache must not stop the load
         warnings.warn(f"robustlens: could not write the data cache at {entry} ({e}); continuing without it")
     return sets

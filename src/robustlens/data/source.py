@@ -75,6 +75,14 @@ def _check_size(size) -> int | None:
     return value
 
 
+def _procedural_preprocessing(source, options: dict) -> None:
+    """The procedural set is rendered at its size: ``preprocessing`` may only be ``"squash"``."""
+    pre = options.pop("preprocessing", None)
+    if pre not in (None, "squash"):
+        raise UserError(f"preprocessing={pre!r} does not apply to the procedural source {os.fspath(source)!r} "
+                        "(it is rendered at its size); use preprocessing='squash'")
+
+
 def _trifeature_config(source: str | os.PathLike, size, options: dict):
     from robustlens.data.trifeature import TrifeatureConfig
 
@@ -117,6 +125,7 @@ def load(
 
         if format is not None:
             raise UserError(f"format={format!r} does not apply to the procedural source {os.fspath(source)!r}")
+        _procedural_preprocessing(source, options)
         cfg = _trifeature_config(source, size, options)
         out = generate(cfg, split)
         out.meta["source_string"] = os.fspath(source)
@@ -139,6 +148,7 @@ def load_splits(
 
         if format is not None:
             raise UserError(f"format={format!r} does not apply to the procedural source {os.fspath(source)!r}")
+        _procedural_preprocessing(source, options)
         cfg = _trifeature_config(source, size, options)
         out = {}
         for s in splits or SPLITS:
@@ -148,4 +158,22 @@ def load_splits(
     from robustlens.data.formats import read_splits
 
     path = Path(os.fspath(source)).expanduser()
+    _check_preprocessing(path, format, options)
     return read_splits(path, size=size, format=format, cache=cache, splits=splits, **options)
+
+
+def _check_preprocessing(path: Path, format: str | None, options: dict) -> None:
+    """``preprocessing=`` names one of :data:`robustlens.names.PREPROCESSING`; other than
+    ``"squash"`` only for a format whose reader takes it (``folder``, ``imagenet``)."""
+    from robustlens.data.readers.preprocess import check_preprocessing
+
+    name = check_preprocessing(options.get("preprocessing"))
+    if name == "squash":
+        return
+    from robustlens.data.formats import READERS, detect_format
+
+    fmt = format or detect_format(path)
+    if "preprocessing" not in READERS.get(fmt).options:
+        takes = [n for n, r in READERS.items() if "preprocessing" in r.options]
+        raise UserError(f"{path}: preprocessing={name!r}: format {fmt!r} has no preprocessing choice (only "
+                        f"{', '.join(takes)} decode image files of any size); use preprocessing='squash'")

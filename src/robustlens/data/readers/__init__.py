@@ -8,6 +8,7 @@
 ``svhn``           :mod:`~robustlens.data.readers.svhn`: SVHN ``*_32x32.mat``
 ``stl10``          :mod:`~robustlens.data.readers.stl10`: STL-10 binaries
 ``tinyimagenet``   :mod:`~robustlens.data.readers.tinyimagenet`: Tiny ImageNet 200 (with boxes)
+``imagenet``       :mod:`~robustlens.data.readers.imagenet`: ``root/[<split>/]<wnid>/<image>``, 1000 classes
 =================  ==========================================================================
 
 Each module registers a :class:`~robustlens.data.readers.base.Reader` in :data:`READERS`
@@ -16,7 +17,7 @@ every format through it.
 """
 
 # in the order of robustlens.names.FORMATS, which is the registration order
-from robustlens.data.readers import folder, archive, cifar, idx, svhn, stl10, tinyimagenet  # noqa: F401,I001 (registers)
+from robustlens.data.readers import folder, archive, cifar, idx, svhn, stl10, tinyimagenet, imagenet  # noqa: F401,I001 (registers)
 from robustlens.data.readers.base import READERS, Detect, Reader
 
 __all__ = ["READERS", "Reader", "Detect"]

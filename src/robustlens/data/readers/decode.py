@@ -19,12 +19,15 @@ import numpy as np
 import torch
 
 from robustlens.data.readers.base import check_memory
+from robustlens.data.readers.preprocess import CROP, apply_preprocessing
 from robustlens.errors import UserError
 
 
 def decode_image(source: Path | bytes, size: int | None, channels: int = 3, resample: str = "bilinear",
-                 name: str | None = None) -> np.ndarray:
-    """Decode one image file (path or its bytes) to uint8 (H, W, C), resized to ``size``.
+                 name: str | None = None, preprocessing: str = "squash") -> np.ndarray:
+    """Decode one image file (path or its bytes) to uint8 (H, W, C), resized to ``size`` by
+    ``preprocessing`` (:mod:`~robustlens.data.readers.preprocess`: ``"squash"`` both sides to
+    ``size``; ``"res256crop224"`` RobustBench's shorter side to 256 and centre crop 224).
 
     Raises :class:`UserError` naming the file when it cannot be decoded.
     """
@@ -37,8 +40,7 @@ def decode_image(source: Path | bytes, size: int | None, channels: int = 3, resa
             im = _to_8bit(im, label)
             if im.mode != mode:
                 im = im.convert(mode)
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), _pil_resample(resample))
+            im = apply_preprocessing(im, preprocessing, size, _pil_resample(resample))
             arr = np.asarray(im, dtype=np.uint8)
     except UserError:
         raise
@@ -78,13 +80,14 @@ def _pil_resample(resample: str):
 
 def _decode_chunk(args) -> tuple[str, object]:
     """Worker: decode a list of (name, path-or-bytes); ('ok', array) or ('error', message)."""
-    items, size, channels, resample = args
+    items, size, channels, resample, preprocessing = args
     out = []
     try:
         for name, src in items:
             if isinstance(src, tuple):  # (start, end) in the archive buffer inherited through fork
                 src = bytes(_SHARED[0][src[0] : src[1]])
-            out.append(decode_image(src if isinstance(src, bytes) else Path(src), size, channels, resample, name))
+            out.append(decode_image(src if isinstance(src, bytes) else Path(src), size, channels, resample, name,
+                                    preprocessing))
     except UserError as e:
         return "error", str(e)
     shapes = {a.shape for a in out}
@@ -111,6 +114,7 @@ def decode_many(
     num_workers: int | None = None,
     desc: str = "decoding",
     total: int | None = None,
+    preprocessing: str = "squash",
 ) -> torch.Tensor:
     """Decode many images with ``num_workers`` processes -> uint8 (N, C, H, W), in input order.
 
@@ -125,14 +129,14 @@ def decode_many(
     if total is None and isinstance(items, Sequence):
         total = len(items)
     if total is not None:
-        check_memory(total, channels, size, desc)
+        check_memory(total, channels, size or (CROP if preprocessing == "res256crop224" else None), desc)
     per = 512 if total is None else max(16, min(1024, total // (workers * 8) + 1))
     bar = tqdm(total=total, desc=desc, unit="img", disable=not sys.stderr.isatty(), leave=False)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) if workers > 1 else None
     jobs: list[tuple[list, Future | tuple]] = []
 
     def submit(chunk: list) -> None:
-        args = (chunk, size, channels, resample)
+        args = (chunk, size, channels, resample, preprocessing)
         jobs.append((chunk, pool.submit(_decode_chunk, args) if pool is not None else _decode_chunk(args)))
 
     results = []
@@ -164,7 +168,8 @@ def decode_many(
             firsts.setdefault(r.shape[1:], name)
         _different_sizes([(n, s) for s, n in firsts.items()])
     if not results:
-        return torch.zeros((0, channels, size or 1, size or 1), dtype=torch.uint8)
+        side = size or (CROP if preprocessing == "res256crop224" else 1)
+        return torch.zeros((0, channels, side, side), dtype=torch.uint8)
     arr = np.concatenate([r for _, r in results])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 

@@ -149,14 +149,15 @@ def _split_sets(images: torch.Tensor, classes, splits, name: str, meta: dict, bo
     return out
 
 
-def read_folder(root: Path, size=None, channels=3, resample="bilinear", num_workers=None) -> dict[str, ImageSet]:
+def read_folder(root: Path, size=None, channels=3, resample="bilinear", num_workers=None,
+                preprocessing="squash") -> dict[str, ImageSet]:
     files, classes, splits = scan_folder(root)
     images = decode_many([(os.fspath(f), os.fspath(f)) for f in files], size, channels or 3, resample, num_workers,
-                         desc=f"decoding {root.name}")
+                         desc=f"decoding {root.name}", preprocessing=preprocessing)
     return _split_sets(images, classes, splits, root.name, {"source": os.fspath(root), "format": "folder"})
 
 
 READERS.add("folder", Reader(
-    read_folder, options=("num_workers",), cached=True, needs=Path.is_dir, needs_text="a folder",
+    read_folder, options=("num_workers", "preprocessing"), cached=True, needs=Path.is_dir, needs_text="a folder",
     folder=Detect(lambda path: True, rank=99),  # any other folder
 ), "root/<class>/<image> or root/<split>/<class>/<image>")
