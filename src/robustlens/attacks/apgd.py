@@ -20,6 +20,9 @@ APGD is PGD with momentum and a step size that adapts itself at checkpoints:
 on the points still robust. Defaults: ``steps=100``, ``restarts=1``, random start (the
 authors' start: a uniform draw rescaled onto the sphere of radius eps), as in the standard
 AutoAttack. A restart (and each further target) runs on the points still robust.
+``eot_iter`` (AutoAttack's ``rand`` version: 20) averages the input gradient over that many
+forward / backward passes of a randomised model (expectation over transformation, Athalye et
+al. 2018); the loss and logits of a step are those of its last pass, as in the authors' code.
 
 Success is misclassification for every loss (AutoAttack counts robust accuracy). Unlike the
 authors' code an example stops being attacked once misclassified (it cannot become robust
@@ -125,6 +128,18 @@ class _State:
         self.n_incr.zero_()
 
 
+def eot_grad(
+    model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor, Tensor], Tensor], eot_iter: int = 1
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`input_grad` averaged over ``eot_iter`` passes (EOT, Athalye et al. 2018); logits and
+    loss of the last pass (Croce & Hein's ``eot_iter``)."""
+    grad, logits, loss = input_grad(model, x, y, loss_fn)
+    for _ in range(eot_iter - 1):
+        g, logits, loss = input_grad(model, x, y, loss_fn)
+        grad = grad + g
+    return (grad / eot_iter if eot_iter > 1 else grad), logits, loss
+
+
 def apgd_single(
     model: nn.Module,
     x: Tensor,
@@ -134,10 +149,12 @@ def apgd_single(
     steps: int,
     loss_fn: Callable[[Tensor, Tensor, Tensor | None], Tensor],
     target: Tensor | None = None,
+    eot_iter: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """One APGD run from ``start``; returns (adversarial images, fooled flags).
 
-    ``loss_fn(logits, y, target)`` is maximised; success = misclassification of ``y``.
+    ``loss_fn(logits, y, target)`` is maximised; success = misclassification of ``y``; each
+    gradient is averaged over ``eot_iter`` passes (:func:`eot_grad`).
     """
     n = x.shape[0]
     dev = x.device
@@ -147,7 +164,7 @@ def apgd_single(
         return out, ok
     ck_set = set(checkpoints(steps)[1:])
     x_cur = start.clone()
-    grad, logits, loss = input_grad(model, x_cur, y, lambda z, yy: loss_fn(z, yy, target))
+    grad, logits, loss = eot_grad(model, x_cur, y, lambda z, yy: loss_fn(z, yy, target), eot_iter)
     hit = fooled(logits, y)
     st = _State(
         act=torch.arange(n, device=dev), x=x, y=y, target=target, x_cur=x_cur, x_prev=x_cur.clone(), grad=grad,
@@ -169,7 +186,7 @@ def apgd_single(
         z = threat.project(threat.ascent_step(st.x_cur, st.grad, st.eta), st.x)
         x_new = threat.project(st.x_cur + a * (z - st.x_cur) + (1 - a) * (st.x_cur - st.x_prev), st.x)
         st.x_prev, st.x_cur = st.x_cur, x_new
-        st.grad, logits, loss = input_grad(model, st.x_cur, st.y, lambda zz, yy: loss_fn(zz, yy, st.target))
+        st.grad, logits, loss = eot_grad(model, st.x_cur, st.y, lambda zz, yy: loss_fn(zz, yy, st.target), eot_iter)
         hit = fooled(logits, st.y)
         st.n_incr += (loss > st.loss_prev).to(st.n_incr.dtype)
         st.loss_prev = loss
@@ -201,9 +218,12 @@ class _Runs(Attack):
     steps: int = 100
     restarts: int = 1
     random_start: bool = True
+    eot_iter: int = 1  # gradient passes averaged per step (AutoAttack's rand version: 20)
 
     def __post_init__(self) -> None:
         check_counts(self.steps, self.restarts, attack="APGD")
+        if not isinstance(self.eot_iter, int) or self.eot_iter < 1:
+            raise UserError(f"eot_iter: expected an integer >= 1, got {self.eot_iter!r}")
 
     def halved(self) -> HalfSteps | None:
         return HalfSteps(self.name, self.steps, replace(self, steps=self.steps // 2)) if self.steps >= 2 else None
@@ -232,7 +252,7 @@ class _Runs(Attack):
                 if todo.numel() == 0:
                     return best
                 tt = None if target is None else target[todo]
-                adv, ok = apgd_single(model, xs[todo], ys[todo], starts[todo], threat, self.steps, loss_fn, tt)
+                adv, ok = apgd_single(model, xs[todo], ys[todo], starts[todo], threat, self.steps, loss_fn, tt, self.eot_iter)
                 if first:
                     best[todo] = adv
                     first = False

@@ -111,16 +111,19 @@ class Attack(abc.ABC):
         """The attack on validated inputs (every subclass defines it)."""
 
     def evaluate_batch(
-        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None
+        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, generator: torch.Generator | None = None,
+        still_robust: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(adversarial images, clean-correct flags (N,), {name: robust flags (N,)}) on a validated
         batch. Only the points classified correctly when clean are attacked (as AutoAttack does),
-        so a point can be robust only if it is clean-correct."""
+        so a point can be robust only if it is clean-correct; ``still_robust`` (N,) restricts the
+        attack further to the points an earlier attack left robust (the others count as broken)."""
         with torch.no_grad():
             clean = ~fooled(model(x), y)
-        idx = clean.nonzero().squeeze(1)
+        robust = clean if still_robust is None else clean & still_robust
+        idx = robust.nonzero().squeeze(1)
         x_adv = x.clone()
-        robust = clean.clone()
+        robust = robust.clone()
         if idx.numel():
             adv = self.perturb(model, x, y, threat, generator=generator, index=idx)
             with torch.no_grad():

@@ -84,10 +84,12 @@ class _Tally:
     norm_n: int = 0
     norm_fooled_sum: float = 0.0
     norm_fooled_n: int = 0
+    flags: list[Tensor] = field(default_factory=list)  # per batch: robust after the last member
 
     def count_robust(self, after: dict[str, Tensor]) -> None:
         for m, flags in after.items():
             self.n_robust[m] = self.n_robust.get(m, 0) + int(flags.sum())
+        self.flags.append(list(after.values())[-1].cpu())
 
     def add(self, threat: ThreatModel, xb: Tensor, x_adv: Tensor, clean: Tensor, robust: Tensor) -> None:
         self.n_clean += int(clean.sum())
@@ -129,6 +131,8 @@ def robust_accuracy(
     checks_enabled: bool = True,
     *,
     check_steps: bool = False,
+    still_robust: Tensor | None = None,
+    per_example: bool = False,
     **options: Any,
 ) -> dict:
     """Clean and robust accuracy of ``model`` on ``data`` (an ImageSet, or (images, labels)
@@ -141,6 +145,12 @@ def robust_accuracy(
     generator. ``check_steps=True`` reruns the attack at half its steps on the first batch and
     warns if robust accuracy rises with more steps (always on for autoattack, whose check reruns
     APGD-CE); ``checks_enabled=False`` skips every check.
+
+    ``still_robust`` (N,) bool: attack only these images, the others counting as broken by an
+    earlier attack (AutoAttack's robust flags: the worst case over that attack and this one, on
+    the same images, with the same randomness per image as an attack of every image).
+    ``per_example=True`` adds ``"robust_flags"``: the (N,) bool tensor (CPU) of the images still
+    robust after the attack.
     """
     config = _configure(attack, options)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -150,15 +160,20 @@ def robust_accuracy(
     batches = _Batches(images, labels, batch_size, dev)
     if len(batches) == 0:
         raise UserError("data: no images to evaluate")
+    if still_robust is not None and tuple(still_robust.shape) != (len(batches),):
+        raise UserError(f"still_robust: expected {len(batches)} flags, one per image, got shape {tuple(still_robust.shape)}")
     recorded = dict(options, check_steps=True) if check_steps else dict(options)
     with eval_mode(model):
         num_classes = None  # validate every batch (range of images and labels) before any attack work
         for _, xb, yb in batches:
             num_classes = check_inputs(model, xb, yb, threat, num_classes=num_classes)
         t0 = time.perf_counter()
-        tally, messages = _attack_all(model, batches, threat, config, seed, progress, checks_enabled, check_steps)
-    return {"attack": config.name, "threat": threat.to_dict(), **tally.metrics(len(batches)), "seconds": time.perf_counter() - t0,
-            "options": recorded, "warnings": messages}
+        tally, messages = _attack_all(model, batches, threat, config, seed, progress, checks_enabled, check_steps, still_robust)
+    out = {"attack": config.name, "threat": threat.to_dict(), **tally.metrics(len(batches)), "seconds": time.perf_counter() - t0,
+           "options": recorded, "warnings": messages}
+    if per_example:
+        out["robust_flags"] = torch.cat(tally.flags)
+    return out
 
 
 def _configure(attack: str | Attack, options: dict[str, Any]) -> Attack:
@@ -172,10 +187,12 @@ def _configure(attack: str | Attack, options: dict[str, Any]) -> Attack:
 
 
 def _attack_all(
-    model: nn.Module, batches: _Batches, threat: ThreatModel, attack: Attack, seed: int, progress: bool, checks_enabled: bool, check_steps: bool
+    model: nn.Module, batches: _Batches, threat: ThreatModel, attack: Attack, seed: int, progress: bool, checks_enabled: bool,
+    check_steps: bool, still_robust: Tensor | None = None,
 ) -> tuple[_Tally, list[str]]:
-    """Attack every batch with one generator seeded with ``seed``; the checks run on the first
-    batch. Returns the tally and the evaluation warnings (re-issued too)."""
+    """Attack every batch with one generator seeded with ``seed`` (only the ``still_robust``
+    images, when given); the checks run on the first batch. Returns the tally and the evaluation
+    warnings (re-issued too)."""
     from tqdm.auto import tqdm
 
     gen = torch.Generator(device=batches.device)
@@ -188,10 +205,11 @@ def _attack_all(
         for bi, (i, xb, yb) in enumerate(batches):
             if bi == 0 and checks_enabled:
                 _model_checks(model, xb, yb)
-            x_adv, clean, after = attack.evaluate_batch(model, xb, yb, threat, generator=gen)
+            todo = None if still_robust is None else still_robust[i : i + batches.size].to(xb.device)
+            x_adv, clean, after = attack.evaluate_batch(model, xb, yb, threat, generator=gen, still_robust=todo)
             tally.count_robust(after)
             if bi == 0 and checks_enabled and (check_steps or attack.always_checks_steps):
-                _steps_check(model, xb, yb, threat, attack, seed, clean, after)
+                _steps_check(model, xb, yb, threat, attack, seed, clean if todo is None else clean & todo, after)
             tally.add(threat, xb, x_adv, clean, list(after.values())[-1])
             bar.update(len(yb))
             seen = min(n, i + batches.size)
