@@ -96,8 +96,11 @@ def _default_models() -> dict[str, ModelSpec]:
 
 @dataclass
 class RobustnessSpec:
-    """``[stages.robustness]``: PGD on ``n`` test images, the AutoAttack-style ensemble on
-    ``autoattack_n`` of them (Croce & Hein 2020), and optionally a PGD eps sweep."""
+    """``[stages.robustness]``: PGD on ``n`` test images, the ensemble (``autoattack_version``:
+    the authors' standard / plus / rand, or custom = ``autoattack_attacks`` with
+    ``autoattack_steps`` and ``autoattack_targets``; Croce & Hein 2020) on the images PGD left
+    robust among the first ``autoattack_n``, the headline = the per-image worst case of both, and
+    a PGD eps curve (eps 0, the study's eps and ``eps_grid``)."""
 
     enabled: bool = True
     n: int = 500
@@ -105,7 +108,8 @@ class RobustnessSpec:
     pgd_steps: int = 20
     pgd_restarts: int = 1
     autoattack: bool = True
-    autoattack_n: int = 100
+    autoattack_n: int = 500
+    autoattack_version: str = "custom"
     autoattack_attacks: list[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
     autoattack_steps: int = 100
     autoattack_targets: int = 1
@@ -676,7 +680,7 @@ _POSITIVE = {
 
 def _check_counts(spec: Spec, fail) -> None:
     """Batch sizes, step counts and the like are positive; attack and layer names are known."""
-    from robustlens.names import ATTACKS
+    from robustlens.names import ATTACKS, AUTOATTACK_VERSIONS
 
     st = spec.stages
     for sname, keys in _POSITIVE.items():
@@ -690,6 +694,9 @@ def _check_counts(spec: Spec, fail) -> None:
     for a in st.robustness.autoattack_attacks:
         if a not in ATTACKS or a == "autoattack":
             fail(("stages", "robustness"), "autoattack_attacks", str(unknown_name("attack", a, [n for n in ATTACKS if n != "autoattack"])))
+    if st.robustness.autoattack_version not in AUTOATTACK_VERSIONS:
+        fail(("stages", "robustness"), "autoattack_version",
+             f"expected one of {', '.join(AUTOATTACK_VERSIONS)}, got {st.robustness.autoattack_version!r}")
     if st.robustness.autoattack and not st.robustness.autoattack_attacks:
         fail(("stages", "robustness"), "autoattack_attacks", "expected at least one attack (or autoattack = false)")
     if any(not isinstance(layer, str) or not layer for layer in st.featvis.layers):
