@@ -36,3 +36,13 @@ CONSTRUCT_KINDS: tuple[str, ...] = ("robust", "det", "rand")
 # ("squash": resize both sides to the spec's size; "res256crop224": RobustBench's
 # Res256Crop224, the shorter side to 256 then a centre crop of 224, the ImageNet evaluation)
 PREPROCESSING: tuple[str, ...] = ("squash", "res256crop224")
+
+# robustlens.models.catalogue: published models a user names as NAME@PATH (study spec
+# ``checkpoint``, ``--checkpoint``, ``robustlens models --import NAME --file PATH``)
+CATALOGUE: tuple[str, ...] = (
+    "cifar10/Linf/Standard", "cifar10/Linf/Wong2020Fast", "cifar10/Linf/Engstrom2019Robustness",
+    "cifar10/Linf/Zhang2019Theoretically", "cifar10/Linf/Jia2022LAS-AT_70_16",
+    "imagenet/none/resnet50", "imagenet/none/alexnet",
+    "imagenet/Linf/Engstrom2019Robustness", "imagenet/Linf/Engstrom2019Robustness_8_255",
+    "imagenet/L2/Engstrom2019Robustness", "imagenet/Linf/Salman2020Do_R50",
+)

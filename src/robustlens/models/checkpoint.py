@@ -231,7 +231,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     normalisation, loads the weights strictly, moves to ``device`` and is put in eval mode.
     ``model.classes`` holds the class names (or None). The returned dict is the whole
     sidecar: ``meta`` fields given at save time sit at its top level.
+
+    ``NAME@PATH`` (a catalogue entry and a published weight file, see
+    :mod:`robustlens.models.catalogue`) is imported from the published file instead.
     """
+    if not Path(path).exists() and "@" in str(path):
+        from robustlens.models.catalogue import load_ref
+
+        return load_ref(str(path), device)
     path = Path(path)
     if path.suffix == ".json":
         sidecar = path

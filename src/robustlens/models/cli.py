@@ -6,6 +6,11 @@
   RobustBench weights file (read with ``torch.load(weights_only=True)`` only) into a robustlens
   checkpoint (safetensors + JSON sidecar).
 * ``robustlens models --show CKPT.safetensors`` loads a checkpoint and prints its sidecar summary.
+* ``robustlens models --catalogue [--json]`` prints the catalogue of published models
+  (:mod:`robustlens.models.catalogue`).
+* ``robustlens models --import NAME --file PATH --out DST.safetensors`` converts a published
+  file named by its catalogue entry (keys checked against the entry; its normalisation,
+  classes, preprocessing and threat recorded in the sidecar).
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from robustlens.cli_common import add_overwrite_arg, check_out
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", action="store_true", help="also count parameters (builds each model)")
-    p.add_argument("--import", dest="import_src", metavar="SRC", default=None, help="foreign weights file to convert (.pt/.pth/.bin/.safetensors)")
+    p.add_argument("--import", dest="import_src", metavar="SRC", default=None,
+                   help="foreign weights file to convert (.pt/.pth/.bin/.safetensors); with --file, a catalogue entry NAME")
+    p.add_argument("--file", default=None, metavar="PATH", help="the published weights of catalogue entry --import NAME")
+    p.add_argument("--catalogue", action="store_true", help="print the catalogue of published models")
+    p.add_argument("--json", action="store_true", help="with --catalogue: print it as JSON (every field)")
     p.add_argument("--arch", default=None, help="architecture of the weights given to --import")
     p.add_argument("--out", default=None, metavar="DST", help="where --import writes the checkpoint (DST.safetensors + DST.json)")
     p.add_argument("--num-classes", type=int, default=None, help="number of outputs (default: read from the file's classifier head)")
@@ -50,18 +59,69 @@ def _fmt(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
-def _import(args: argparse.Namespace) -> int:
+def _check_import_out(args: argparse.Namespace) -> Path:
     from robustlens.errors import UserError
-    from robustlens.models.checkpoint import import_weights, save_checkpoint, sidecar_path
 
-    if not args.arch:
-        raise UserError("--import needs --arch (see `robustlens models` for the list)")
     if not args.out:
         raise UserError("--import needs --out DST.safetensors")
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UserError(f"--out: expected a .safetensors path, got {out}")
     check_out(str(out), overwrite=args.overwrite, folder=False)
+    return out
+
+
+def _import_published(args: argparse.Namespace) -> int:
+    """``--import NAME --file PATH``: a catalogue entry's published file -> our checkpoint."""
+    from robustlens.errors import UserError
+    from robustlens.models.catalogue import entry, import_published, sidecar_meta
+    from robustlens.models.checkpoint import save_checkpoint, sidecar_path
+
+    e = entry(args.import_src)
+    for flag in ("arch", "num_classes", "mean", "std", "classes"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')}: not with --import NAME --file (the catalogue entry {e.name} fixes it)")
+    out = _check_import_out(args)
+    model = import_published(e.name, args.file)
+    save_checkpoint(out, model, sidecar_meta(e, args.file, model.import_info))
+    info = model.import_info
+    print(f"{args.file}: {e.name} ({info['style']} layout) -> {e.arch}, {e.num_classes} classes, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params")
+    if info["dropped_keys_count"]:
+        print(f"  dropped {info['dropped_keys_count']} keys (e.g. {', '.join(info['dropped_keys'][:3])})")
+    print(f"  normalisation mean {_fmt(list(e.mean))} std {_fmt(list(e.std))}; input {e.input_size} px, "
+          f"preprocessing {e.preprocessing}; trained for {e.threat} {e.eps}".rstrip())
+    print(f"wrote {out} and {sidecar_path(out)}")
+    return 0
+
+
+def _catalogue(as_json: bool) -> int:
+    import json
+
+    from robustlens.models.catalogue import CATALOGUE, rows
+
+    if as_json:
+        print(json.dumps([e.to_dict() for e in CATALOGUE.values()], indent=2))
+        return 0
+    table = rows()
+    cols = ["name", "arch", "layout", "input", "threat", "clean", "robust"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in table)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in table:
+        print("  ".join(str("" if r[c] is None else r[c]).ljust(widths[c]) for c in cols))
+    print("numbers: percent, as published (sources: robustlens models --catalogue --json)")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from robustlens.errors import UserError
+    from robustlens.models.checkpoint import import_weights, save_checkpoint, sidecar_path
+
+    if args.file is not None:
+        return _import_published(args)
+    if not args.arch:
+        raise UserError("--import needs --arch (see `robustlens models` for the list)")
+    out = _check_import_out(args)
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes: expected a positive integer, got {args.num_classes}")
     model = import_weights(args.import_src, args.arch, num_classes=args.num_classes, mean=args.mean, std=args.std)
@@ -104,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
     from robustlens.models import available, create
     from robustlens.models.zoo import default_num_classes
 
+    if args.catalogue:
+        return _catalogue(args.json)
+    if args.file is not None and args.import_src is None:
+        from robustlens.errors import UserError
+
+        raise UserError("--file: give the catalogue entry too (--import NAME --file PATH)")
     if args.import_src is not None:
         return _import(args)
     if args.show is not None:
