@@ -1,0 +1,110 @@
+"""The heartbeat of long work off a terminal: its format, its rate (fake clock), the bar on a tty."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from robustlens import progress
+from robustlens.progress import HeartbeatConfig, Progress
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def beat():
+    """A fake clock and a captured, non-terminal stream, restored afterwards."""
+    clock, out = FakeClock(), io.StringIO()
+    previous = progress.configure(HeartbeatConfig(every_s=30.0, clock=clock, stream=out, tty=False))
+    yield clock, out
+    progress.configure(previous)
+
+
+def test_heartbeat_at_most_every_interval(beat):
+    clock, out = beat
+    with Progress("pgd linf eps=0.03137", total=1000) as p:
+        for _ in range(100):  # one update a second for 100 s
+            clock.t += 1.0
+            p.update(10)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3  # at 30, 60, 90 s; nothing at the start
+    assert lines[0].startswith("pgd linf eps=0.03137 | 300/1000 img (30%) | 30 s elapsed, ~70 s left")
+
+
+def test_heartbeat_names_stage_step_images_and_time_left(beat):
+    clock, out = beat
+    with progress.stage("robustness"), Progress("pgd", total=2000) as p:
+        clock.t += 24.0
+        p.update(768, step="batch 3/8", robust="41.2%")
+        clock.t += 6.0
+        p.update(0)
+    assert out.getvalue().splitlines() == [
+        "[robustness] pgd | batch 3/8 | 768/2000 img (38%) | 30 s elapsed, ~48 s left | robust=41.2%"]
+
+
+def test_rate_is_shared_by_nested_loops(beat):
+    clock, out = beat
+    outer = Progress("train", total=5, unit="epoch")
+    for _ in range(5):
+        with Progress("epoch", total=60, unit="batch") as inner:
+            for _ in range(60):
+                clock.t += 0.5
+                inner.update(1)
+        outer.update(1)
+    assert len(out.getvalue().splitlines()) == 150 // 30
+
+
+def test_interval_zero_writes_every_update(beat):
+    clock, out = beat
+    progress.configure(HeartbeatConfig(every_s=0.0, clock=clock, stream=out, tty=False))
+    p = Progress("saliency", total=3, unit="map")
+    for _ in range(3):
+        clock.t += 2.0
+        p.update(1)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(r"saliency \| 3/3 map \(100%\) \| 6 s elapsed, ~0 s left", lines[-1])
+
+
+def test_no_time_left_before_any_work(beat):
+    clock, out = beat
+    p = Progress("featvis", total=0, unit="step")
+    clock.t += 31.0
+    p.update(0)
+    assert out.getvalue().strip() == "featvis | 0/0 step | 31 s elapsed, time left unknown"
+
+
+def test_disabled_writes_nothing(beat):
+    clock, out = beat
+    p = Progress("x", total=10, enabled=False)
+    clock.t += 100.0
+    p.update(5)
+    assert out.getvalue() == ""
+
+
+def test_terminal_gets_a_tqdm_bar(beat):
+    clock, out = beat
+    progress.configure(HeartbeatConfig(every_s=0.0, clock=clock, stream=out, tty=True))
+    with Progress("epoch 1/5", total=4, unit="batch") as p:
+        assert p.bar is not None
+        p.update(4, step="batch 4/4")
+    text = out.getvalue()
+    assert "epoch 1/5: 100%" in text and "4/4 [" in text  # tqdm's bar
+    assert "elapsed" not in text  # and no heartbeat line
+
+
+def test_environment_sets_the_interval(monkeypatch):
+    monkeypatch.setenv("ROBUSTLENS_HEARTBEAT_S", "5")
+    previous = progress.configure()
+    try:
+        assert progress._state.config.every_s == 5.0
+    finally:
+        progress.configure(previous)
