@@ -28,6 +28,7 @@ from typing import Any
 
 from robustlens._eps import parse_eps, parse_threat_spec  # noqa: F401  (parse_threat_spec is re-exported)
 from robustlens.errors import UserError
+from robustlens.names import CATALOGUE, PREPROCESSING
 from robustlens.names import CONSTRUCT_KINDS, SALIENCY_METHODS, TRAIN_MODES, TRANSFER_VARIANTS  # noqa: F401  (re-exported)
 
 #: the saliency grid of the main paper (Itazuri et al. 2019, Fig. 2 and App. A); the other
@@ -49,6 +50,10 @@ class DataSpec:
     source: str = "trifeature"
     size: int = 32
     format: str = ""
+    # how an image becomes the model's input (robustlens.names.PREPROCESSING): "squash" (both
+    # sides to ``size``) or "res256crop224" (ImageNet evaluation); a catalogue checkpoint
+    # (NAME@PATH) must be fed the preprocessing its entry names
+    preprocessing: str = "squash"
     n_train: int = 0
     n_test: int = 0
     # measured: see default.toml; a data set on disk gets {} unless the spec gives options
@@ -531,6 +536,19 @@ def _resolve_path(value: str, base_dir: Path) -> tuple[Path | None, str]:
     return None, " and ".join(str(c) for c in candidates)
 
 
+def checkpoint_entry(value: str) -> str:
+    """The catalogue entry of a ``NAME@PATH`` checkpoint (``cifar10/Linf/Wong2020Fast@w.pt``),
+    "" for a plain path (a robustlens checkpoint)."""
+    name, sep, _ = value.partition("@")
+    return name if sep and (name in CATALOGUE or name.count("/") == 2) and not Path(value).exists() else ""
+
+
+def checkpoint_file(value: str) -> str:
+    """The weight file of a checkpoint value (the part after ``NAME@``, or the value itself)."""
+    entry = checkpoint_entry(value)
+    return value[len(entry) + 1:] if entry else value
+
+
 def is_folder_name(name: str) -> bool:
     """A study or model name: it names a folder or a file, so ``..`` / ``.`` and separators are out."""
     return bool(re.fullmatch(r"[A-Za-z0-9_.-]+", name)) and set(name) != {"."}
@@ -552,6 +570,8 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
         if p is None:
             fail(("data",), "source", f"data path {src!r} does not exist (looked at {looked})")
         spec.data.source = str(p)
+    if spec.data.preprocessing not in PREPROCESSING:
+        fail(("data",), "preprocessing", str(unknown_name("preprocessing", spec.data.preprocessing, PREPROCESSING)))
     for key in ("size", "n_train", "n_test"):
         if getattr(spec.data, key) < 0:
             fail(("data",), key, f"expected a value >= 0, got {getattr(spec.data, key)}")
@@ -580,10 +600,13 @@ def _check_models(spec: Spec, loc: _Locator, base_dir: Path, fail) -> None:
     for name, m in spec.models.items():
         t = ("models", name)
         if m.checkpoint:
-            p, looked = _resolve_path(m.checkpoint, base_dir)
+            entry = checkpoint_entry(m.checkpoint)
+            if entry and entry not in CATALOGUE:
+                fail(t, "checkpoint", str(unknown_name("catalogue entry", entry, CATALOGUE)) + " (NAME@PATH; robustlens models --catalogue)")
+            p, looked = _resolve_path(checkpoint_file(m.checkpoint), base_dir)
             if p is None:
-                fail(t, "checkpoint", f"checkpoint {m.checkpoint!r} does not exist (looked at {looked})")
-            m.checkpoint = str(p)
+                fail(t, "checkpoint", f"checkpoint {checkpoint_file(m.checkpoint)!r} does not exist (looked at {looked})")
+            m.checkpoint = f"{entry}@{p}" if entry else str(p)
         elif m.mode not in TRAIN_MODES:
             fail(t, "mode", str(unknown_name("training mode", m.mode, TRAIN_MODES)))
         if m.eps != "":
