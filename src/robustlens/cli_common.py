@@ -112,12 +112,13 @@ def add_threat_args(
 
 
 def load_model(path: str, device, *, flag: str = "--checkpoint"):
-    """``(model, sidecar)`` of a checkpoint, in eval mode on ``device``; a missing file is one line."""
+    """``(model, sidecar)`` of a checkpoint, in eval mode on ``device``; a missing file is one line.
+    ``NAME@PATH`` names a published file by its catalogue entry (robustlens models --catalogue)."""
     from pathlib import Path
 
     from robustlens.models.checkpoint import load_checkpoint
 
-    if not Path(path).exists():
+    if not Path(path).exists() and not Path(path.partition("@")[2] or path).exists():
         raise UserError(f"{flag} {path}: file not found")
     return load_checkpoint(path, device=device)
 

@@ -68,11 +68,16 @@ def assemble_results(spec: Spec, runner, outputs: dict) -> dict:
 def _check_checkpoints_against(spec: Spec, data_out) -> None:
     """Fail before any training if a checkpoint's classes do not match the data."""
     from robustlens.errors import UserError
+    from robustlens.study.spec import checkpoint_entry
     from robustlens.study.stages import check_checkpoint_classes
+    from robustlens.study.stages.train import check_published
 
     classes = data_out.result.get("classes") or []
     for name, m in spec.models.items():
         if not m.checkpoint:
+            continue
+        if checkpoint_entry(m.checkpoint):  # NAME@PATH: the catalogue entry says what it expects
+            check_published(spec, name, list(classes), spec.source_path or "spec")
             continue
         side = Path(m.checkpoint).with_suffix(".json")
         if not side.exists():

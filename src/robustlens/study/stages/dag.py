@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlens.study.runner import StageDef
-from robustlens.study.spec import ModelSpec, Spec, parse_eps, transfer_second_models
+from robustlens.study.spec import ModelSpec, Spec, checkpoint_file, parse_eps, transfer_second_models
 from robustlens.study.stages import (bias, construct, data, featvis, generation, localisation, neurons, regime,
                                      robustness, saliency, sanity, train, transfer, transforms)
 from robustlens.study.stages import faithfulness
@@ -71,7 +71,7 @@ def _train_stage(spec: Spec, name: str, m: ModelSpec, eps_of: ModelSpec) -> Stag
     params: dict[str, Any] = {"model": name, "spec": dataclasses.asdict(m), "threat_norm": spec.threat.norm,
                               "eps": parse_eps(eps_of.eps, name="eps") if eps_of.eps != "" else threat_eps}
     if m.checkpoint:
-        params["checkpoint_sha256"] = file_sha256(m.checkpoint)
+        params["checkpoint_sha256"] = file_sha256(checkpoint_file(m.checkpoint))  # NAME@PATH: the file
     return StageDef(f"train_{name}", train.run, params, ("data",))
 
 

@@ -119,7 +119,9 @@ def _train(ctx: StageContext) -> StageResult:
     train_set = load_data(ctx.shared)["train"]
     dev = device(ctx)
     torch.manual_seed(int(m["seed"]))
-    extra = {"in_channels": train_set.channels} if m["arch"] == "small_cnn" else {}
+    # every family takes in_channels (a 1-channel model gets a 1-channel normalisation)
+    wants = m["arch"] == "small_cnn" or train_set.channels != 3
+    extra = {"in_channels": train_set.channels} if wants and "in_channels" not in m["arch_options"] else {}
     model = create(m["arch"], num_classes=train_set.num_classes, **extra, **m["arch_options"])
     cfg = train_config(ctx)
     ctx.work.mkdir(parents=True, exist_ok=True)
@@ -166,6 +168,18 @@ def _plot_history(history: list[dict], path: Path, name: str, check_eps: float) 
 
     return line_chart(history_curves(history, check_eps), path, figsize=(6, 3.5), xlabel="epoch",
                       title=f"training: {name}", legend_fontsize=6).name
+
+
+def check_published(spec, name: str, classes: list[str], where: str) -> None:
+    """A ``NAME@PATH`` checkpoint of ``models.<name>``: the study feeds it its entry's
+    preprocessing and size, and the data has the entry's classes (before any training)."""
+    from robustlens.models.catalogue import check_study_input, entry
+    from robustlens.study.spec import checkpoint_entry
+
+    value = spec.models[name].checkpoint
+    e = entry(checkpoint_entry(value), key=f"{where}: models.{name}.checkpoint")
+    check_study_input(e, spec.data.preprocessing, spec.data.size, f"{where}: models.{name}.checkpoint")
+    check_checkpoint_classes(value, {"num_classes": e.num_classes, "classes": e.class_names()}, classes, f"{where}: models.{name}.checkpoint")
 
 
 def check_checkpoint_classes(path: str, meta: dict, classes: list[str], where: str) -> None:
