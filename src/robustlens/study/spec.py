@@ -353,6 +353,24 @@ class RegimeSpec:
 
 
 @dataclass
+class StimuliSpec:
+    """``[stages.stimuli]`` (opt-in): Geirhos et al.'s (2019) stimulus sets from disk: the
+    ``cue_conflict`` folder (``<shape>/<shape><i>-<texture><j>.png``), ``silhouettes`` and
+    ``edges`` (``<class>/<class><i>.png``; ``""`` = not used), mapped onto the models' classes by
+    ``class_map``: ``"imagenet16"`` (model-vs-human's 16 categories over ImageNet-1k) or a table
+    ``{stimulus category: model class or [classes]}`` (CIFAR-10: ``{car = "automobile", boat =
+    "ship", ...}``). Shape bias and shape-only accuracy per model, beside published references
+    (:mod:`robustlens.study.stages.stimuli`)."""
+
+    enabled: bool = False
+    cue_conflict: str = ""
+    silhouettes: str = ""
+    edges: str = ""
+    class_map: str | dict = "imagenet16"
+    batch_size: int = 64
+
+
+@dataclass
 class StagesSpec:
     """``[stages.*]``: every stage and its parameters."""
 
@@ -369,6 +387,7 @@ class StagesSpec:
     transfer: TransferSpec = field(default_factory=TransferSpec)
     construct: ConstructSpec = field(default_factory=ConstructSpec)
     regime: RegimeSpec = field(default_factory=RegimeSpec)
+    stimuli: StimuliSpec = field(default_factory=StimuliSpec)
 
 
 @dataclass
@@ -590,6 +609,31 @@ def _check_values(spec: Spec, loc: _Locator, base_dir: Path) -> None:
     _check_faithfulness(spec, fail)
     _check_transfer(spec, fail)
     _check_construct(spec, fail)
+    _check_stimuli(spec, base_dir, fail)
+
+
+def _check_stimuli(spec: Spec, base_dir: Path, fail) -> None:
+    """``[stages.stimuli]``: at least one folder when enabled, each one existing (resolved like
+    the data path), the class map ``"imagenet16"`` or a table of class names, a positive batch."""
+    st = spec.stages.stimuli
+    tab = ("stages", "stimuli")
+    for key in ("cue_conflict", "silhouettes", "edges"):
+        value = getattr(st, key)
+        if value and st.enabled:
+            p, looked = _resolve_path(value, base_dir)
+            if p is None or not p.is_dir():
+                fail(tab, key, f"stimulus folder {value!r} does not exist (looked at {looked})")
+            setattr(st, key, str(p))
+    if st.enabled and not (st.cue_conflict or st.silhouettes or st.edges):
+        fail(tab, "enabled", "expected at least one of cue_conflict, silhouettes, edges (a folder of stimuli)")
+    if isinstance(st.class_map, str) and st.class_map != "imagenet16":
+        fail(tab, "class_map", f"expected 'imagenet16' or a table {{stimulus category = model class}}, got {st.class_map!r}")
+    if isinstance(st.class_map, dict):
+        for cat, v in st.class_map.items():
+            if not (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(c, str) for c in v))):
+                fail(tab, "class_map", f"{cat} = {v!r}: expected a class name or a list of class names")
+    if st.batch_size <= 0:
+        fail(tab, "batch_size", f"expected a positive integer, got {st.batch_size}")
 
 
 def _check_models(spec: Spec, loc: _Locator, base_dir: Path, fail) -> None:

@@ -28,12 +28,12 @@ from robustlens.study.runner import StageDef
 from robustlens.study.spec import ModelSpec, Spec, checkpoint_file, parse_eps, transfer_second_models
 from robustlens.study.stages import (bias, construct, data, featvis, generation, localisation, neurons, regime,
                                      robustness, saliency, sanity, train, transfer, transforms)
-from robustlens.study.stages import faithfulness
+from robustlens.study.stages import faithfulness, stimuli
 from robustlens.study.stages.context import file_sha256
 
 # The analysis stages, in the order they run (each module: NAME, params(spec), deps(spec), run(ctx)).
-ANALYSIS = (robustness, transforms, bias, neurons, saliency, featvis, sanity, faithfulness, localisation, generation,
-            transfer, construct, regime)
+ANALYSIS = (robustness, transforms, bias, stimuli, neurons, saliency, featvis, sanity, faithfulness, localisation,
+            generation, transfer, construct, regime)
 
 # Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
 STAGE_CODE = 5
@@ -52,6 +52,7 @@ _IMPL_FILES = {
     "transfer": ("transfer/fusion.py",),
     "construct": ("transfer/construct.py",),
     "regime": ("data/trifeature.py", "train/loop.py", "attacks/pgd.py", "probes/bias.py"),
+    "stimuli": ("data/stimuli.py", "probes/stimuli.py"),
 }
 
 
