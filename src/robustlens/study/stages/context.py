@@ -96,6 +96,8 @@ def _read_splits(spec: Spec, size: int | None, extra: dict, n_train: int, n_test
 
     d = spec.data
     opts = {**d.options, **extra}
+    if d.preprocessing != "squash":  # data.preprocessing (res256crop224: the ImageNet evaluation)
+        opts.setdefault("preprocessing", d.preprocessing)
     if is_procedural(d.source):
         if n_train and "n_train" not in opts:
             opts["n_train"] = n_train
@@ -104,6 +106,8 @@ def _read_splits(spec: Spec, size: int | None, extra: dict, n_train: int, n_test
         if not conflict:
             opts["splits"] = ["train", "test"]
     splits = load_splits(d.source, size=size, format=d.format or None, **opts)
+    if "train" not in splits and len(splits) == 1:
+        splits = _hold_out(spec, next(iter(splits.values())), n_test)
     if "train" not in splits:
         raise UserError(f"data.source {d.source!r}: no 'train' split (found {', '.join(splits)})")
     test_name = next((s for s in ("test", "val", "valid", "validation") if s in splits), None)
@@ -124,6 +128,19 @@ def _read_splits(spec: Spec, size: int | None, extra: dict, n_train: int, n_test
             idx = torch.randperm(len(out[key]), generator=g)[:n].sort().values
             out[key] = out[key].subset(idx)
     return out
+
+
+def _hold_out(spec: Spec, full, n_test: int) -> dict:
+    """An evaluation-only source (one split that is not ``train``, such as an ImageNet ``val/``
+    folder): a seeded ``n_test`` of its images (20% when ``n_test`` is 0) are the test split,
+    the rest the train split (the sample grid, the style pool, and what a model trained by the
+    study learns from: never the test images)."""
+    import torch
+
+    g = torch.Generator().manual_seed(spec.seed)
+    perm = torch.randperm(len(full), generator=g)
+    k = n_test if 0 < n_test < len(full) else max(1, len(full) // 5)
+    return {"train": full.subset(perm[k:].sort().values), "test": full.subset(perm[:k].sort().values)}
 
 
 def eval_subset(shared: dict, n: int, split: str = "test"):
