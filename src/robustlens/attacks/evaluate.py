@@ -85,6 +85,7 @@ class _Tally:
     norm_fooled_sum: float = 0.0
     norm_fooled_n: int = 0
     flags: list[Tensor] = field(default_factory=list)  # per batch: robust after the last member
+    clean_flags: list[Tensor] = field(default_factory=list)  # per batch: correct when clean
 
     def count_robust(self, after: dict[str, Tensor]) -> None:
         for m, flags in after.items():
@@ -93,6 +94,7 @@ class _Tally:
 
     def add(self, threat: ThreatModel, xb: Tensor, x_adv: Tensor, clean: Tensor, robust: Tensor) -> None:
         self.n_clean += int(clean.sum())
+        self.clean_flags.append(clean.cpu())
         attacked = clean.nonzero().squeeze(1)
         if attacked.numel():
             norms = threat.lengths(x_adv[attacked] - xb[attacked])
@@ -149,8 +151,8 @@ def robust_accuracy(
     ``still_robust`` (N,) bool: attack only these images, the others counting as broken by an
     earlier attack (AutoAttack's robust flags: the worst case over that attack and this one, on
     the same images, with the same randomness per image as an attack of every image).
-    ``per_example=True`` adds ``"robust_flags"``: the (N,) bool tensor (CPU) of the images still
-    robust after the attack.
+    ``per_example=True`` adds ``"robust_flags"`` and ``"clean_flags"``: (N,) bool tensors (CPU)
+    of the images still robust after the attack and of those classified correctly when clean.
     """
     config = _configure(attack, options)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -172,7 +174,7 @@ def robust_accuracy(
     out = {"attack": config.name, "threat": threat.to_dict(), **tally.metrics(len(batches)), "seconds": time.perf_counter() - t0,
            "options": recorded, "warnings": messages}
     if per_example:
-        out["robust_flags"] = torch.cat(tally.flags)
+        out["robust_flags"], out["clean_flags"] = torch.cat(tally.flags), torch.cat(tally.clean_flags)
     return out
 
 

@@ -46,7 +46,7 @@ def assemble_results(spec: Spec, runner, outputs: dict) -> dict:
     Deliberately free of wall-clock values (they go to timings.json), so an uninterrupted run,
     a cached rerun and a killed-then-resumed run write byte-identical files.
     """
-    from robustlens.study.claims import evaluate_claims
+    from robustlens.study.claims import evaluate_claims, validity_gate
 
     results = {name: out.result for name, out in outputs.items()}
     config = spec.to_dict()
@@ -61,6 +61,7 @@ def assemble_results(spec: Spec, runner, outputs: dict) -> dict:
             for name, out in outputs.items()
         },
         "results": results,
+        "validity": validity_gate(results),
         "claims": evaluate_claims(results),
     }
 
@@ -260,10 +261,12 @@ def _run_study(spec: Spec, stream: TextIO, only: list[str] | None = None) -> dic
     print(
         f"done in {total:.1f} s: {measured}/{len(outputs)} stages measured ({cached} cached); claims: "
         f"{verdicts.count('holds')} hold, {verdicts.count('does not hold')} do not hold, "
-        f"{verdicts.count('not measured')} not measured",
+        f"{verdicts.count('inconclusive')} inconclusive, {verdicts.count('not measured')} not measured",
         file=stream,
         flush=True,
     )
+    for w in results["validity"].get("warnings", []):
+        print(f"WARNING: {w}", file=stream, flush=True)
     print(f"report:  {run_dir / 'report.html'}", file=stream)
     print(f"results: {run_dir / 'results.json'}", file=stream, flush=True)
     return {"report": run_dir / "report.html", "results": run_dir / "results.json", "timings": timings,

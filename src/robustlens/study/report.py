@@ -36,6 +36,7 @@ figure{margin:14px 0;background:#fff;border:1px solid #e3e3e3;padding:8px;displa
 figure img{max-width:100%;height:auto;display:block} figcaption{color:#555;font-size:0.88em;margin-top:4px}
 .nm{color:#8a6d00;background:#fff8dc;padding:6px 10px;border-left:4px solid #e0b000}
 .holds{color:#0a6b2d;font-weight:600} .fails{color:#a0151f;font-weight:600} .notm{color:#8a6d00;font-weight:600}
+.inconc{color:#5a4a9a;font-weight:600} .warn{color:#7a0010;background:#fdecec;padding:8px 12px;border-left:5px solid #c0102a}
 code{background:#f0f0f3;padding:1px 4px;border-radius:3px} nav a{margin-right:10px}
 """
 
@@ -162,18 +163,49 @@ CLAIM_SECTION = {
 }
 
 
+#: the CSS class of each verdict
+VERDICT_CLASS = {"holds": "holds", "does not hold": "fails", "inconclusive": "inconc"}
+
+
+def _test_text(t: dict) -> str:
+    """One comparison as the report prints it: ``what = estimate [lo, hi] (rule; k/n, ...)``."""
+    iv = f" [{_fmt(t['interval'][0])}, {_fmt(t['interval'][1])}]" if t.get("interval") else ""
+    counts = "; ".join(f"{k} {v}" for k, v in (t.get("counts") or {}).items())
+    return f"{t['what']} = {_fmt(t['estimate'])}{iv} (rule {t['rule']}{'; ' + counts if counts else ''}): {t['verdict']}"
+
+
+def _key_test(c: dict) -> dict | None:
+    """The comparison that decides a claim's verdict (the first with the claim's own verdict)."""
+    tests = c.get("tests") or []
+    return next((t for t in tests if t["verdict"] == c["verdict"]), tests[0] if tests else None)
+
+
 def _glance(claims: list[dict]) -> str:
-    """Every verdict in one compact table, with its key number (the claim's last, its
-    difference or ratio) and a link to the section that measures it."""
+    """Every verdict in one compact table, with its key comparison (estimate, 95% interval, rule)
+    and a link to the section that measures it."""
     rows = []
     for c in claims:
-        cls = {"holds": "holds", "does not hold": "fails"}.get(c["verdict"], "notm")
-        key, val = list(c["numbers"].items())[-1] if c["numbers"] else ("", "")
+        cls = VERDICT_CLASS.get(c["verdict"], "notm")
+        t = _key_test(c)
+        if t is not None:
+            iv = f" [{_fmt(t['interval'][0])}, {_fmt(t['interval'][1])}]" if t.get("interval") else " (no interval)"
+            key = f"{_esc(t['what'])}: <b>{_esc(_fmt(t['estimate']))}</b>{_esc(iv)}, rule {_esc(t['rule'])}"
+        else:
+            key = _esc(c.get("note", ""))
         sec = CLAIM_SECTION.get(c["id"], "claims")
         rows.append(f'<tr><td><a href="#{sec}">{_esc(c["id"])}</a></td><td>{_esc(c["claim"])}</td>'
-                    f'<td>{_esc(key)}{": " if key else ""}<b>{_esc(_fmt(val))}</b></td><td class="{cls}">{_esc(c["verdict"])}</td></tr>')
-    return ('<h2 id="glance">The claims at a glance</h2><table><tr><th>claim</th><th>statement</th><th>key number</th>'
-            '<th>verdict</th></tr>' + "\n".join(rows) + '</table><p>Every claim\'s numbers and rule: <a href="#claims">the claims</a>.</p>')
+                    f'<td>{key}</td><td class="{cls}">{_esc(c["verdict"])}</td></tr>')
+    return ('<h2 id="glance">The claims at a glance</h2><table><tr><th>claim</th><th>statement</th><th>key comparison '
+            '(estimate [95% interval], rule)</th><th>verdict</th></tr>' + "\n".join(rows)
+            + '</table><p>A verdict is "inconclusive" when the rule\'s threshold lies inside the 95% interval. Every claim\'s '
+              'numbers and rule: <a href="#claims">the claims</a>.</p>')
+
+
+def _validity_warning(results: dict) -> str:
+    """The validity gate's warnings, first on the page (an ADV model that is not robust, an STD
+    model that is)."""
+    warnings = (results.get("validity") or {}).get("warnings") or []
+    return "".join(f'<p class="warn"><b>Warning.</b> {_esc(w)}</p>' for w in warnings)
 
 
 def _sec_robustness(o: dict[str, StageOutput], spec: dict) -> str:
@@ -184,15 +216,24 @@ def _sec_robustness(o: dict[str, StageOutput], spec: dict) -> str:
     rows = []
     for name, m in r.get("models", {}).items():
         aa = m.get("autoattack") or {}
+        pgd = m.get("pgd") or {}
         rows.append([
-            name, m.get("clean_accuracy"), m.get("robust_accuracy"),
-            aa.get("robust_accuracy", "not run"), aa.get("n", ""), _fmt(aa.get("per_attack", "")),
+            name, f"{_fmt(m.get('clean_accuracy'))} ({m.get('clean_correct', '?')}/{m.get('n', '?')}) [{_fmt(m.get('clean_interval', ''))}]",
+            f"{_fmt(pgd.get('robust_accuracy', m.get('robust_accuracy')))} ({pgd.get('robust', '?')}/{pgd.get('n', '?')})",
+            f"{_fmt(m.get('robust_accuracy'))} ({m.get('robust', '?')}/{m.get('robust_n', '?')}) [{_fmt(m.get('robust_interval', ''))}]",
+            m.get("robust_attack", ""), _fmt(aa.get("per_attack", aa.get("reason", "not run"))),
         ])
+    first = next(iter(r.get("models", {}).values()), {})
+    ens = (first.get("autoattack") or {}).get("label", "no ensemble")
     head = (
         f"<p>PGD-{_esc(r.get('pgd', {}).get('steps'))} ({_esc(r.get('pgd', {}).get('restarts'))} restart(s)) on {_esc(r.get('n'))} test images "
-        f"(a seeded random sample); AutoAttack-style ensemble on the first {_esc(r.get('autoattack_n', 0))} of them. Threat: {_esc(_fmt(r.get('threat', {})))}.</p>"
+        f"(a seeded random sample); then <b>{_esc(ens)}</b> on the images PGD left robust among the first {_esc(r.get('autoattack_n', 0))} "
+        f"(as AutoAttack attacks only the points still robust). The <b>headline</b> robust accuracy is the per-image worst case over "
+        f"both, and the claims use it; in brackets the 95% Wilson interval. Threat: {_esc(_fmt(r.get('threat', {})))}. "
+        f"Reproduce a model's PGD number: <code>{_esc(r.get('reproduce', ''))}</code>.</p>"
     )
-    return head + _table(["model", "clean", "PGD robust", "ensemble robust", "ensemble n", "per attack"], rows) + _figures(out)
+    return head + _table(["model", "clean (k/n) [95%]", "PGD robust (k/n)", "headline robust (k/n) [95%]", "headline attacks",
+                          "robust after each attack, in sequence"], rows) + _figures(out)
 
 
 def _sec_generic(stage: str, what: str, keys: list[tuple[str, str]] | None = None) -> Callable:
@@ -242,17 +283,21 @@ OPT_IN = ("transfer", "construct", "regime", "stimuli")
 def _claims_table(claims: list[dict]) -> str:
     rows = []
     for c in claims:
-        cls = {"holds": "holds", "does not hold": "fails"}.get(c["verdict"], "notm")
+        cls = VERDICT_CLASS.get(c["verdict"], "notm")
         nums = "<br>".join(f"{_esc(k)}: <b>{_esc(_fmt(v))}</b>" for k, v in c["numbers"].items()) or _esc(c.get("note", "no numbers"))
+        if c.get("tests"):
+            nums += "<br><i>" + "<br>".join(_esc(_test_text(t)) for t in c["tests"]) + "</i>"
         rows.append(
             f"<tr><td>{_esc(c['paper'])}</td><td>{_esc(c['claim'])}</td><td>{nums}</td>"
             f"<td>{_esc(c['rule'])}</td><td class=\"{cls}\">{_esc(c['verdict'])}</td></tr>"
         )
-    counts = {v: sum(c["verdict"] == v for c in claims) for v in ("holds", "does not hold", "not measured")}
+    counts = {v: sum(c["verdict"] == v for c in claims) for v in ("holds", "does not hold", "inconclusive", "not measured")}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     return (
         f"<p>{summary}. A verdict is computed from the numbers next to it by the rule shown "
-        "(<code>robustlens/study/claims.py</code>); a claim without numbers is \"not measured\".</p>"
+        "(<code>robustlens/study/claims.py</code>) on the 95% interval of each comparison (Wilson, Newcombe, or a parametric "
+        "bootstrap, as named): \"holds\" needs the whole interval past the threshold, a threshold inside it is \"inconclusive\"; "
+        "a claim without numbers is \"not measured\".</p>"
         "<table><tr><th>paper</th><th>claim</th><th>measured</th><th>rule</th><th>verdict</th></tr>"
         + "\n".join(rows) + "</table>"
     )
@@ -267,6 +312,7 @@ def render_report(results: dict, outputs: dict[str, StageOutput]) -> str:
         f"<h1>{_esc(title)}</h1>",
         "<p class=\"sub\">What do adversarially robust models look at? Standard (STD) versus adversarially trained (ADV) "
         "classifiers, after Itazuri et al. (2019) and three companion papers. Numbers: <code>results.json</code>.</p>",
+        _validity_warning(results),
         f"<nav>{nav}</nav>",
         _glance(results.get("claims", [])),
     ]
