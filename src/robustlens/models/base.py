@@ -48,8 +48,8 @@ def channel_stats(mean: Sequence[float], std: Sequence[float], in_channels: int)
         return mean, std
     if len(mean) == 1:
         return mean * in_channels, std * in_channels
-    if in_channels == 1:
-        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    if in_channels == 1 and len(mean) == 3:
+        return [sum(mean) / 3], [sum(std) / 3]
     raise UserError(f"normalisation: {len(mean)} mean/std values for a {in_channels}-channel input; give {in_channels} (or 1)")
 
 
