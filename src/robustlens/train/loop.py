@@ -78,6 +78,7 @@ class TrainResult:
     catastrophic_overfitting: list[int] = field(default_factory=list)
     co_fallback: int | None = None
     selected_epoch: int | None = None
+    not_robust: str | None = None
     stopped_early: bool = False
     resumed_from: dict | None = None
     out_dir: Path | None = None
@@ -106,6 +107,7 @@ class TrainResult:
             "catastrophic_overfitting": self.catastrophic_overfitting,
             "co_fallback": self.co_fallback,
             "selected_epoch": self.selected_epoch,
+            "not_robust": self.not_robust,
             "stopped_early": self.stopped_early,
             "resumed_from": self.resumed_from,
             "out_dir": self.out_dir,
@@ -209,8 +211,9 @@ def co_reason(cfg: TrainConfig, metrics: dict, history: list[dict], best_epoch: 
     The rules of :class:`TrainConfig` (Wong et al. 2020, Sec. 5; Andriushchenko & Flammarion
     2020, Sec. 3), from epoch 2 on and for adversarial modes: check PGD below ``co_ratio`` of
     the best so far (by ``co_min_drop`` at least) while the training accuracy is no lower than
-    at the best epoch; below ``co_floor`` while the training accuracy exceeds twice chance; or
-    more than ``co_threshold`` below the best. ``history`` holds the epochs before this one.
+    at the best epoch (within ``co_min_drop``); from epoch 3 on, below ``co_floor`` x chance
+    while the training accuracy exceeds twice chance; or more than ``co_threshold`` below the
+    best. ``history`` holds the epochs before this one.
     """
     crit = metrics.get("check_robust_accuracy")
     if not cfg.adversarial or crit is None or metrics["epoch"] < 2:
@@ -218,13 +221,14 @@ def co_reason(cfg: TrainConfig, metrics: dict, history: list[dict], best_epoch: 
     acc = metrics["train_accuracy"]
     if best is not None and best_epoch is not None:
         best_acc = history[best_epoch - 1]["train_accuracy"]
-        if crit < cfg.co_ratio * best and best - crit >= cfg.co_min_drop and acc >= best_acc:
+        if crit < cfg.co_ratio * best and best - crit >= cfg.co_min_drop and acc >= best_acc - cfg.co_min_drop:
             return (f"PGD accuracy {crit:.3f} < {cfg.co_ratio:g} x the best {best:.3f} (epoch {best_epoch}) "
                     f"while the training accuracy rose ({best_acc:.3f} -> {acc:.3f})")
         if best - crit > cfg.co_threshold:
             return f"PGD accuracy {crit:.3f} fell by more than {cfg.co_threshold:g} from {best:.3f} (epoch {best_epoch})"
-    if crit < cfg.co_floor and acc > 2 * chance:
-        return f"PGD accuracy {crit:.3f} < {cfg.co_floor:g} while the training accuracy is {acc:.3f} (chance {chance:.3f})"
+    if metrics["epoch"] >= 3 and crit < cfg.co_floor * chance and acc > 2 * chance:
+        return (f"PGD accuracy {crit:.3f} below {cfg.co_floor:g} x chance ({chance:.3f}) while the training accuracy "
+                f"is {acc:.3f}")
     return None
 
 
@@ -557,6 +561,11 @@ def _finish(run: _Run, result: TrainResult, pos: _Position, t_run: float) -> Tra
         result.selected_epoch = result.best_epoch
         if result.best_epoch != len(result.history):
             run.say(f"keeping epoch {result.best_epoch}'s weights (best check accuracy {result.best_metric:.3f})")
+    chance = 1 / run.train_set.num_classes
+    if run.cfg.adversarial and result.best_metric is not None and result.best_metric <= chance:
+        result.not_robust = (f"the best check PGD accuracy at eps {eps_label(run.cfg.check_eps)}, {result.best_metric:.3f} "
+                             f"(epoch {result.best_epoch}), is not above chance ({chance:.3f}): the model is not robust")
+        run.say(f"WARNING: {result.not_robust}")
     run.nets.raw.eval()
     if run.writer is not None:
         run.writer.close()
