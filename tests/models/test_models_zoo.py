@@ -26,6 +26,9 @@ CHEAP = {
     "alexnet_bn": ({"hidden": 64}, 64),
     "wrn28_10": ({"depth": 10, "widen_factor": 1}, 32),
     "wrn16_4": ({}, 32),
+    "wrn34_10": ({"depth": 10, "widen_factor": 1}, 32),  # 34-10 / 70-16: key tables in test_models_catalogue
+    "wrn70_16": ({"depth": 10, "widen_factor": 1}, 32),
+    "cifar_resnet50": ({}, 16),
 }
 
 
