@@ -37,6 +37,8 @@ def test_cli_trains_and_writes_outputs(tmp_path, capsys):
         (["--mode", "pgd", "--eps", "0"], "needs eps > 0"),
         (["--batch-size", "4096"], "larger than the training set"),
         (["--resume"], "--resume: needs --out"),
+        (["--mode", "fgsm-rs", "--co-remedy", "retry"], "--co-remedy: unknown remedy 'retry'; expected one of pgd, stop, none"),
+        (["--mode", "trades", "--grad-align", "0.2"], "--grad-align: GradAlign regularises FGSM-style training"),
         (["--tensorboard", "--batch-size", "32", "--out", "OUT"], "--tensorboard: the tensorboard package is not installed"),
     ],
 )

@@ -175,3 +175,29 @@ def test_grad_align_in_the_step_adds_lambda_times_the_penalty():
     assert losses[1] == pytest.approx(losses[0] + 0.5 * pen, rel=1e-5)
     with pytest.raises(ValueError, match="GradAlign"):
         Recipe(mode="trades", threat=threat, step_size=0.1, grad_align=0.2)
+
+
+def test_recipe_defaults_per_kind_and_size():
+    digits = TrainConfig(mode="fgsm-rs", eps=0.3).resolve("digits", channels=1, n_train=2000)
+    assert (digits.augment, digits.flip, digits.lr, digits.schedule) == (False, False, 0.05, "cyclic")
+    assert digits.epochs == 40  # 2000 // 128 = 15 steps per epoch: 800 steps need 54 epochs, capped at 40
+    assert TrainConfig().resolve("digits", channels=1, n_train=20000).epochs == 10  # 156 steps x 10 >= 800
+    assert digits.step_size == pytest.approx(0.375) and digits.check_eps == 0.3 and digits.co_remedy == "pgd"
+    assert TrainConfig().resolve("digits", channels=1, n_train=60000).epochs == 10  # a large set keeps the default
+    cifar = TrainConfig().resolve("cifar", n_train=50000)
+    assert (cifar.augment, cifar.flip, cifar.augmentation()) == (True, True, "crop (pad 4) + flip")
+    assert TrainConfig(flip=False).resolve("cifar").augmentation() == "crop (pad 4)"
+    assert TrainConfig(augment=True).resolve("imagenet", channels=1).augmentation() == "crop (pad 4)"  # 1 channel: no flip
+    assert loop.data_kind("scans", (28, 28), 1) == "digits" and loop.data_kind("trifeature", (32, 32)) == "trifeature"
+    assert TrainConfig(mode="pgd").resolve("cifar").co_remedy == "none"
+    assert TrainConfig(mode="fgsm", early_stop=True).resolve("cifar").co_remedy == "stop"
+
+
+def test_crop_loader_never_flips_and_crops_as_the_flipping_one():
+    from robustlens.data.loader import TensorLoader
+
+    data = strokes_set(64)
+    a = TensorLoader(data, 16, seed=3, augment=True)
+    b = loop._CropLoader(data, 16, seed=3, augment=True)
+    (oa, fa), (ob, fb) = a.augmentation(0, 1, 16), b.augmentation(0, 1, 16)
+    assert torch.equal(oa, ob) and fa.any() and not fb.any()

@@ -74,8 +74,10 @@ def train_model(
 
     train_set = load(data, split="train")
     val_set = load(data, split=val_split) if val_split else None
-    kind = data_kind(train_set.name or data, train_set.resolution)
+    kind = data_kind(train_set.name or data, train_set.resolution, train_set.channels)
     kw = dict(ARCH_DEFAULTS.get((kind, arch), {}))
+    if train_set.channels != 3:
+        kw["in_channels"] = train_set.channels
     kw.update(model_kwargs or {})
     cfg = TrainConfig(mode=mode, **config)
     torch.manual_seed(cfg.seed)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from robustlens.cli_common import add_data_args, add_device_arg, add_overwrite_arg, add_seed_arg, add_threat_args, check_out, positive_int
 from robustlens.errors import UserError
-from robustlens.train.config import MODES, SCHEDULES
+from robustlens.train.config import CO_REMEDIES, MODES, SCHEDULES
 
 
 def _fraction(text: str) -> float:
@@ -48,9 +48,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     aug = p.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=None, help="random crop (pad 4) + flip")
     aug.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--no-flip", dest="flip", action="store_false", default=None,
+                   help="random crop without the horizontal flip (the default for 1-channel data: digits, text)")
     p.add_argument("--check-size", type=int, default=256, help="images in the per-epoch PGD check (0: off)")
     p.add_argument("--check-steps", type=positive_int, default=10, help="PGD steps of the check (default 10)")
-    p.add_argument("--co-threshold", type=_fraction, default=0.2, help="check accuracy drop that flags catastrophic overfitting")
+    p.add_argument("--co-threshold", type=_fraction, default=0.2, help="absolute check PGD drop that flags catastrophic overfitting")
+    p.add_argument("--co-ratio", type=_fraction, default=0.5, help="check PGD below this fraction of the best so far flags it")
+    p.add_argument("--co-remedy", default=None, help="; ".join(f"{k}: {v}" for k, v in CO_REMEDIES.items()))
+    p.add_argument("--grad-align", type=_fraction, default=0.0,
+                   help="GradAlign lambda (Andriushchenko & Flammarion 2020; 0.2 at eps 8/255 on CIFAR-10; default off)")
+    p.add_argument("--keep-last", action="store_true", help="leave the model at the last epoch (default for adversarial "
+                   "modes: the epoch with the best check PGD accuracy)")
     es = p.add_mutually_exclusive_group()
     es.add_argument("--early-stop", dest="early_stop", action="store_true", default=None,
                     help="stop at catastrophic overfitting, keep the best weights (default for fgsm, fgsm-rs)")
@@ -104,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, schedule=args.schedule, milestones=milestones, gamma=args.gamma, momentum=args.momentum,
         weight_decay=args.weight_decay, no_decay_bn_bias=args.no_decay_bn_bias, label_smoothing=args.label_smoothing,
         augment=args.augment, seed=args.seed, check_size=args.check_size, check_steps=args.check_steps,
-        co_threshold=args.co_threshold, early_stop=args.early_stop, channels_last=False if args.no_channels_last else None,
+        co_threshold=args.co_threshold, co_ratio=args.co_ratio, co_remedy=args.co_remedy, grad_align=args.grad_align,
+        keep_best=False if args.keep_last else None, flip=args.flip, early_stop=args.early_stop, channels_last=False if args.no_channels_last else None,
         amp=False if args.no_amp else None, compile=args.compile, save_every=args.save_every,
         tensorboard=args.tensorboard, progress=not args.quiet, log=not args.quiet,
     )
@@ -117,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
     opts = {"format": args.format} if args.format else {}
     train_set = load(args.data, split="train", size=args.size, **opts)
     val_set = load(args.data, split=args.val_split, size=args.size, **opts) if args.val_split else None
-    kind = data_kind(train_set.name or args.data, train_set.resolution)
+    kind = data_kind(train_set.name or args.data, train_set.resolution, train_set.channels)
     kw = dict(ARCH_DEFAULTS.get((kind, args.arch), {}))
+    if train_set.channels != 3:
+        kw["in_channels"] = train_set.channels
     if args.width is not None:
         kw["width"] = args.width
     torch.manual_seed(args.seed)
@@ -129,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     result = train(model, train_set, cfg, out_dir=args.out, val_set=val_set, resume=args.resume, device=args.device)
     summary = {k: result.final.get(k) for k in ("epoch", "loss", "train_accuracy", "check_clean_accuracy", "check_robust_accuracy")}
     summary.update(seconds=round(result.seconds, 2), best_epoch=result.best_epoch,
-                   catastrophic_overfitting=result.catastrophic_overfitting, stopped_early=result.stopped_early,
+                   catastrophic_overfitting=result.catastrophic_overfitting, co_fallback=result.co_fallback,
+                   selected_epoch=result.selected_epoch, not_robust=result.not_robust, stopped_early=result.stopped_early,
                    out=str(args.out) if args.out else None)
     print(json.dumps(summary), file=sys.stdout)
     return 0

@@ -77,6 +77,8 @@ def config_of(p: dict):
     kw: dict[str, Any] = dict(mode=m["mode"], threat=p["threat_norm"], seed=int(m["seed"]))
     if m["mode"] != "std":
         kw["eps"] = p["eps"]
+    else:  # the STD model's per-epoch PGD check at the study's eps, not the trainer's 8/255
+        kw["check_eps"] = p["eps"]
     for key in ("epochs", "batch_size"):
         if m[key]:
             kw[key] = int(m[key])
