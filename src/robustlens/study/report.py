@@ -111,6 +111,7 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
             info.get("epochs", ""), info.get("parameters", ""), info.get("source", "not measured" if tr is not None else ""),
         ])
     parts.append("<h3>Models</h3>" + _table(["model", "arch", "training", "eps", "epochs", "parameters", "source"], rows))
+    parts.append(_recipes(o, models))
     parts.append(
         "<h3>Threat model</h3>"
         + _table(["norm", "eps"], [[spec["threat"]["norm"], spec["threat"]["eps"]]])
@@ -134,6 +135,30 @@ def _sec_setup(o: dict[str, StageOutput], spec: dict) -> str:
         if tr is not None and tr.measured and tr.stage_result().figures:
             parts.append(f"<h3>Training: {_esc(name)}</h3>" + _figures(tr))
     return "\n".join(parts)
+
+
+def _recipes(o: dict[str, StageOutput], models: dict) -> str:
+    """Each trained model's recipe: augmentation, schedule, lr, batch, attack step, the per-epoch
+    check's eps, the epoch kept and any catastrophic overfitting (train stage numbers)."""
+    rows, notes = [], []
+    for name in models:
+        tr = o.get(f"train_{name}")
+        info = tr.stage_result().numbers if tr is not None and tr.measured else {}
+        c = info.get("config")
+        if not c:
+            continue
+        co = info.get("catastrophic_overfitting") or []
+        fallback = info.get("co_fallback")
+        rows.append([name, info.get("augmentation", ""), c.get("schedule"), c.get("lr"), c.get("batch_size"),
+                     c.get("step_size") if c.get("mode") != "std" else "", c.get("check_eps"),
+                     f"{info.get('selected_epoch', '')} of {c.get('epochs')}",
+                     (", ".join(map(str, co)) + (f" (PGD from epoch {fallback + 1})" if fallback is not None else "")) if co else "none"])
+        notes += [f"{name}: {n}" for n in tr.stage_result().notes or []]
+    if not rows:
+        return ""
+    head = ["model", "augmentation", "schedule", "lr", "batch", "attack step", "check eps", "epoch kept", "catastrophic overfitting"]
+    return ("<h3>Training recipes</h3>" + _table(head, rows)
+            + "".join(f"<p class='warn'>{_esc(n)}</p>" for n in notes))
 
 
 def _world(world: dict | None) -> str:
