@@ -116,11 +116,13 @@ def load_model(path: str, device, *, flag: str = "--checkpoint"):
     ``NAME@PATH`` names a published file by its catalogue entry (robustlens models --catalogue)."""
     from pathlib import Path
 
+    from robustlens.layout import fast_layout
     from robustlens.models.checkpoint import load_checkpoint
 
     if not Path(path).exists() and not Path(path.partition("@")[2] or path).exists():
         raise UserError(f"{flag} {path}: file not found")
-    return load_checkpoint(path, device=device)
+    model, meta = load_checkpoint(path, device=device)
+    return fast_layout(model, device), meta  # the command owns the model: its fastest layout (robustlens.layout)
 
 
 def checkpoint_names(checkpoints: list[str], names: list[str] | None, *, numbered: bool = False,

@@ -5,11 +5,13 @@ is not (CI, ``nohup``, ``robustlens study > log 2>&1``), it writes at most one l
 :attr:`HeartbeatConfig.every_s` seconds (30 s; one rate for the whole process, so nested loops
 never print faster) to stderr::
 
-    [robustness] pgd linf eps=0.03137 | batch 3/8 | 768/2000 img (38%) | 24 s elapsed, ~39 s left | robust=41.2%
+    [robustness] pgd linf eps=0.03137 | batch 3/8 | 768/2000 img (38%) | 24 s elapsed, ~39 s left | 2410 gradients robust=41.2%
 
 naming the study stage (:func:`stage`, set by the study runner; empty outside a study), what is
-running, the step, the work done, and the time left estimated from the rate so far. Nothing is
-written before the first interval has passed, so short work stays silent.
+running, the step, the work done, the time left estimated from the rate so far, and the
+gradient evaluations the attacks reported with :func:`pulse` (so an ensemble that works for
+minutes on one batch still beats). Nothing is written before the first interval has passed, so
+short work stays silent.
 
 ``ROBUSTLENS_HEARTBEAT_S`` (seconds) overrides the interval; :func:`configure` sets it (and the
 clock and stream) for a test.
@@ -42,6 +44,7 @@ class HeartbeatConfig:
 class _State:
     config: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     last: float | None = None  # clock time of the last heartbeat line (any Progress)
+    active: list[Progress] = field(default_factory=list)  # open heartbeats, innermost last
 
 
 _state = _State()
@@ -66,6 +69,17 @@ def stage(name: str) -> Iterator[None]:
         yield
     finally:
         _STAGE.reset(token)
+        _state.active.clear()  # a loop that died with the stage leaves no heartbeat behind
+
+
+def pulse() -> None:
+    """One unit of inner work (a gradient evaluation) inside the innermost open :class:`Progress`:
+    counted, and a heartbeat line if the interval has passed, so an attack that spends minutes
+    on one batch still shows it is alive. Costs a clock read."""
+    if _state.active:
+        p = _state.active[-1]
+        p.pulses += 1
+        p.beat()
 
 
 def _stream() -> TextIO:
@@ -94,6 +108,7 @@ class Progress:
     def __init__(self, desc: str, total: int, *, unit: str = "img", enabled: bool = True, initial: int = 0) -> None:
         self.desc, self.total, self.unit, self.done = desc, int(total), unit, int(initial)
         self.step = ""
+        self.pulses = 0
         self.postfix: dict[str, Any] = {}
         self.enabled = enabled
         self.bar = None
@@ -103,8 +118,10 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, initial=self.done, desc=desc, unit=unit, leave=False, file=_stream())
-        if enabled and _state.last is None:
-            _state.last = self.t0
+        if enabled and self.bar is None:
+            _state.active.append(self)
+            if _state.last is None:
+                _state.last = self.t0
 
     def __enter__(self) -> Progress:
         return self
@@ -124,6 +141,10 @@ class Progress:
             if postfix or step is not None:
                 self.bar.set_postfix_str(" ".join(filter(None, [self.step, *(f"{k}={v}" for k, v in self.postfix.items())])))
             return
+        self.beat()
+
+    def beat(self) -> None:
+        """Write the heartbeat line if the process's interval has passed since the last one."""
         now = _state.config.clock()
         if _state.last is None or now - _state.last >= _state.config.every_s:
             _state.last = now
@@ -140,14 +161,17 @@ class Progress:
         parts.append(f"{self.done}/{self.total} {self.unit}{pct}")
         left = elapsed / done_here * (self.total - self.done) if done_here > 0 and self.total else None
         parts.append(f"{_seconds(elapsed)} elapsed, " + ("time left unknown" if left is None else f"~{_seconds(left)} left"))
-        if self.postfix:
-            parts.append(" ".join(f"{k}={v}" for k, v in self.postfix.items()))
+        extra = [f"{self.pulses} gradients"] * bool(self.pulses) + [f"{k}={v}" for k, v in self.postfix.items()]
+        if extra:
+            parts.append(" ".join(extra))
         return " | ".join(parts)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self in _state.active:
+            _state.active.remove(self)
 
 
 configure()

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlens.errors import UserError
+from robustlens.progress import pulse
 from robustlens.threat import ThreatModel
 
 
@@ -63,6 +64,7 @@ def input_grad(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[[Tensor
         logits = model(x)
         loss = loss_fn(logits, y)
         (grad,) = torch.autograd.grad(loss.sum(), x)
+    pulse()  # the heartbeat of a long attack (robustlens.progress)
     return grad, logits.detach(), loss.detach()
 
 

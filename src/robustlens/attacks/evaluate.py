@@ -31,6 +31,8 @@ from robustlens.attacks.base import ATTACKS, Attack, make_attack, normalize_atta
 from robustlens.data import ImageSet
 from robustlens.errors import UserError
 from robustlens.evalmode import eval_mode
+from robustlens.layout import match_layout
+from robustlens.progress import Progress
 from robustlens.threat import ThreatModel
 
 __all__ = ["ATTACKS", "eval_mode", "normalize_attack", "robust_accuracy"]
@@ -57,12 +59,14 @@ def _as_tensors(data: Any) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class _Batches:
-    """``images`` and ``labels`` in batches on ``device``, uint8 images scaled to [0, 1]."""
+    """``images`` and ``labels`` in batches on ``device``, uint8 images scaled to [0, 1], in the
+    memory layout of ``model``'s weights (the model itself is never converted)."""
 
     images: Tensor
     labels: Tensor
     size: int
     device: torch.device
+    model: nn.Module  # the batches come in its weights' layout (robustlens.layout.match_layout)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -71,7 +75,7 @@ class _Batches:
         for i in range(0, len(self), self.size):
             xb = self.images[i : i + self.size].to(self.device)
             xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb
-            yield i, xb, self.labels[i : i + self.size].to(self.device)
+            yield i, match_layout(xb, self.model), self.labels[i : i + self.size].to(self.device)
 
 
 @dataclass
@@ -159,7 +163,7 @@ def robust_accuracy(
         raise UserError(f"--batch-size: expected a positive integer, got {batch_size!r}")
     images, labels = _as_tensors(data)
     dev = _model_device(model) if device is None else torch.device(device)
-    batches = _Batches(images, labels, batch_size, dev)
+    batches = _Batches(images, labels, batch_size, dev, model)
     if len(batches) == 0:
         raise UserError("data: no images to evaluate")
     if still_robust is not None and tuple(still_robust.shape) != (len(batches),):
@@ -195,14 +199,13 @@ def _attack_all(
     """Attack every batch with one generator seeded with ``seed`` (only the ``still_robust``
     images, when given); the checks run on the first batch. Returns the tally and the evaluation
     warnings (re-issued too)."""
-    from tqdm.auto import tqdm
-
     gen = torch.Generator(device=batches.device)
     gen.manual_seed(seed)
     tally = _Tally()
     n = len(batches)
-    bar = tqdm(total=n, desc=f"{attack.name} {threat.norm} eps={threat.eps:.4g}", unit="img", disable=not progress, leave=False)
-    with warnings.catch_warnings(record=True) as caught:
+    n_batches = -(-n // batches.size)
+    bar = Progress(f"{attack.name} {threat.norm} eps={threat.eps:.4g}", n, enabled=progress)
+    with bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", checks.EvaluationWarning)
         for bi, (i, xb, yb) in enumerate(batches):
             if bi == 0 and checks_enabled:
@@ -213,10 +216,9 @@ def _attack_all(
             if bi == 0 and checks_enabled and (check_steps or attack.always_checks_steps):
                 _steps_check(model, xb, yb, threat, attack, seed, clean if todo is None else clean & todo, after)
             tally.add(threat, xb, x_adv, clean, list(after.values())[-1])
-            bar.update(len(yb))
             seen = min(n, i + batches.size)
-            bar.set_postfix(clean=f"{100 * tally.n_clean / seen:.1f}%", robust=f"{100 * tally.last_robust() / seen:.1f}%")
-    bar.close()
+            bar.update(len(yb), step=f"batch {bi + 1}/{n_batches}", clean=f"{100 * tally.n_clean / seen:.1f}%",
+                       robust=f"{100 * tally.last_robust() / seen:.1f}%")
     messages = []
     for w in caught:
         if issubclass(w.category, checks.EvaluationWarning):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from robustlens.errors import UserError
+from robustlens.progress import stage as stage_scope
 from robustlens.study.result import StageResult
 
 
@@ -213,6 +214,7 @@ class Runner:
         stages = [s for s in self.stages if keep is None or s.name in keep]
         total = len(stages)
         width = max(len(s.name) for s in stages) if stages else 0
+        t_run = time.perf_counter()
         for i, s in enumerate(stages, 1):
             h = self.hashes[s.name]
             head = f"[{i:>2}/{total}] {s.name:<{width}}"
@@ -239,6 +241,7 @@ class Runner:
             out = self._execute(s, h, final, outputs)
             out.seconds = time.perf_counter() - t0
             outputs[s.name] = out
+            self.write_timings(outputs, time.perf_counter() - t_run)
             if out.measured:
                 self._print(f"{head}  done in {out.seconds:.1f} s")
             else:
@@ -246,6 +249,16 @@ class Runner:
             if after is not None:
                 after(out)
         return outputs
+
+    def write_timings(self, outputs: dict[str, StageOutput], total: float) -> None:
+        """``timings.json`` in the run folder: every stage's status and wall seconds so far (a
+        killed or running study shows where the time went; results.json holds no wall time)."""
+        from robustlens.io import write_json_atomic
+
+        write_json_atomic(self.run_dir / "timings.json", {
+            "total_seconds": round(total, 3),
+            "stages": {n: {"status": o.status, "seconds": round(o.seconds, 3)} for n, o in outputs.items()},
+        })
 
     def discard_stale(self) -> None:
         """Remove the temporary stage folders a killed run left (call it holding the run lock)."""
@@ -291,7 +304,8 @@ class Runner:
             log=lambda msg: self._print(f"      {msg}"),
         )
         try:
-            result = s.fn(ctx)
+            with stage_scope(s.name):
+                result = s.fn(ctx)
         except NotMeasured as e:
             shutil.rmtree(tmp, ignore_errors=True)
             return StageOutput(s.name, h, None, {"status": "not_measured", "reason": str(e)}, "not_measured")

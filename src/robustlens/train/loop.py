@@ -40,6 +40,7 @@ from robustlens.data.loader import TensorLoader
 from robustlens.errors import UserError
 from robustlens.evalmode import eval_mode
 from robustlens.io import versions, write_json_atomic
+from robustlens.progress import Progress
 from robustlens.threat import ThreatModel, make_threat
 from robustlens.train import distributed
 from robustlens.train.config import TrainConfig, config_differences, data_kind
@@ -447,15 +448,13 @@ def _check_finite(run: _Run, step_loss: Tensor, epoch: int, b: int, step: int) -
 
 def _train_epoch(run: _Run, result: TrainResult, pos: _Position, epoch: int) -> dict:
     """One epoch of :func:`sgd_step` from batch ``pos.batch`` on; returns the epoch's metrics."""
-    from tqdm import tqdm
-
     cfg, spe = run.cfg, run.steps_per_epoch
     run.nets.raw.train()
     meter = EpochMeter(run.device, pos.partial if pos.partial is not None and pos.batch > 0 else None)
     step_loss = torch.full((spe,), float("nan"), device=run.device)
     step_loss[: pos.batch] = 0.0
-    bar = tqdm(total=spe, initial=pos.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-               disable=not (cfg.progress and run.main and sys.stderr.isatty()))
+    bar = Progress(f"epoch {epoch + 1}/{cfg.epochs}", spe * run.per_rank, initial=pos.batch * run.per_rank,
+                   enabled=cfg.progress and run.main)
     t_epoch = time.perf_counter()
     lr = run.sched(epoch * spe + pos.batch)
     for b, (x, y) in enumerate(run.loader.epoch(epoch, start=pos.batch), start=pos.batch):
@@ -471,7 +470,7 @@ def _train_epoch(run: _Run, result: TrainResult, pos: _Position, epoch: int) -> 
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and b + 1 < spe and run.writes:
             save_state(run.state_path, run.nets.raw, run.opt, pos.best_weights,
                        run.state_meta(result, epoch, b + 1, meter.state(), pos.epoch_seconds + time.perf_counter() - t_epoch))
-        bar.update(1)
+        bar.update(len(y), step=f"batch {b + 1}/{spe}")
     bar.close()
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)

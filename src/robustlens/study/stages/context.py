@@ -151,15 +151,18 @@ def eval_subset(shared: dict, n: int, split: str = "test"):
 
 
 def load_model(ctx: StageContext, name: str):
-    """Model ``name`` of the spec, from its train stage's folder (loaded once per run), in eval mode."""
+    """Model ``name`` of the spec, from its train stage's folder (loaded once per run), in eval mode
+    and in its fastest layout on the run's device (:func:`robustlens.layout.fast_layout`)."""
     memo = ctx.shared.setdefault("models", {})
     if name in memo:
         return memo[name]
+    from robustlens.layout import fast_layout
     from robustlens.models.checkpoint import load_checkpoint
 
     out = ctx.deps[f"train_{name}"]
     path = out.path(out.result["checkpoint"]) if out.result.get("source") == "trained" else Path(out.result["checkpoint"])
     model, _meta = load_checkpoint(path, device=device(ctx))
+    fast_layout(model, device(ctx))  # the study owns it: its fastest measured layout (robustlens.layout)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -18,7 +18,7 @@ from robustlens.study.result import StageResult
 from robustlens.study.runner import NotMeasured, StageContext
 from robustlens.study.spec import Spec
 from robustlens.study.stages.context import (analysis_deps, analysis_models, device, eval_subset, load_model, spec_of,
-                                             stage_seed, threat_params, tty)
+                                             stage_seed, threat_params)
 
 NAME = "robustness"
 
@@ -83,7 +83,7 @@ def _measure(ctx: StageContext, model, x, y) -> tuple[dict, dict]:
     from robustlens.threat import make_threat
 
     p = ctx.params
-    common = dict(batch_size=p["batch_size"], device=device(ctx), seed=stage_seed(ctx, "robustness"), progress=tty())
+    common = dict(batch_size=p["batch_size"], device=device(ctx), seed=stage_seed(ctx, "robustness"), progress=True)
     threat = make_threat(p["threat"]["norm"], p["threat"]["eps"])
     r = robust_accuracy(model, (x, y), threat, attack="pgd", steps=p["pgd_steps"], restarts=p["pgd_restarts"], per_example=True, **common)
     n = len(x)
