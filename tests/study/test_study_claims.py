@@ -176,7 +176,7 @@ def test_report_opens_with_the_claims_at_a_glance_linked_to_their_sections(tmp_p
     glance = html.index('id="glance"')
     assert glance < html.index('id="setup"') and glance < html.index('id="claims"')
     row = html[html.index('<a href="#bias">shape_bias</a>'):]
-    assert "ADV - STD: <b>0.7</b>" in row.split("</tr>")[0] and 'class="holds"' in row.split("</tr>")[0]
+    assert "ADV shape bias - STD shape bias: <b>0.7</b>" in row.split("</tr>")[0] and 'class="holds"' in row.split("</tr>")[0]
 
 
 def test_data_section_states_the_world(tmp_path: Path):

@@ -603,7 +603,7 @@ def _robust_dataset(res: dict) -> tuple[dict, Any]:
     else:  # the same attack as the construct stage's: the STD model's PGD number, not the headline
         std = _rob(res, "std")
         base, n_b = std.get("pgd_robust_accuracy", std["robust_accuracy"]), std.get("n")
-        nums["STD model robust (robustness stage, PGD)"] = _r(base)
+        nums["STD model robust (robustness stage)"] = _r(base)  # PGD, the construct stage's attack
     nums["difference"] = _r(r - base)
     parts = [diff_test("D_R - baseline robust accuracy", r, base, n_r, n_b, ">", 0.10, ("D_R model", "baseline"))]
     best = r - base
