@@ -16,6 +16,11 @@ the same tensors as ``.safetensors``). ``.pth`` files are read with
 AdaIN (Eq. 8): ``AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y)`` per channel, over
 spatial positions; the output image is ``decoder(alpha * t + (1 - alpha) * f(c))``, clipped to
 [0, 1].
+
+Greyscale (1-channel) images: the public network is an RGB one (its first layer takes 3
+channels), so content and style go in as grey RGB (R = G = B) and the output comes back as its
+ITU-R BT.601 luma (:func:`robustlens.probes.transforms.greyscale`), 1 channel. Eq. 8 itself
+runs per feature channel of ``relu4_1`` (512 of them) whatever the image's channel count.
 """
 
 from __future__ import annotations
@@ -131,6 +136,13 @@ class AdaIN(nn.Module):
     def stylize(self, content: Tensor, style: Tensor, alpha: float = 1.0) -> Tensor:
         if not 0.0 <= float(alpha) <= 1.0:
             raise UserError(f"alpha: expected a number in [0, 1], got {alpha!r}")
+        from robustlens.probes.transforms import greyscale
+
+        c = content.shape[1]
+        if c not in (1, 3) or style.shape[1] != c:
+            raise UserError(f"stylize (adain): expected 1- or 3-channel content and style alike, got {c} and {style.shape[1]}")
+        if c == 1:  # the RGB network sees a grey image as R = G = B (module docstring)
+            content, style = content.expand(-1, 3, -1, -1), style.expand(-1, 3, -1, -1)
         h, w = content.shape[-2:]
         fc = self.encoder(content)
         fs = self.encoder(style)
@@ -138,4 +150,5 @@ class AdaIN(nn.Module):
         out = self.decoder(t)
         if tuple(out.shape[-2:]) != (h, w):  # sizes not divisible by 8
             out = nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-        return out.clamp_(0, 1)
+        out = out.clamp_(0, 1)
+        return greyscale(out)[:, :1].contiguous() if c == 1 else out

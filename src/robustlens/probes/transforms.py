@@ -24,8 +24,11 @@ Each one is registered as a named :class:`Probe` with a default level grid (``PR
   vertical triple once; median = med3(max of lows, med3 of middles, min of highs); Paeth 1990,
   "Median finding on a 3x3 grid", Graphics Gems), 8 min/max passes over the image per
   application instead of a sort of nine values per pixel; other sizes sort unfolded patches.
-* **invert**: colour reversal ``1 - x``.
+* **invert**: colour reversal ``1 - x``, per channel (on 1-channel images: intensity reversal).
 * **greyscale**: ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` copied to every channel.
+  On 1-channel images it is the identity; the probe declares ``needs_colour`` and
+  :meth:`Probe.skip_reason` says "the data is already greyscale", so a study reports it as
+  skipped rather than as a drop of 0.
 * **lowpass / highpass**: per channel in the Fourier domain. The radius is measured in units
   of the Nyquist frequency along an axis (``r = sqrt(fx^2 + fy^2) / 0.5`` with frequencies in
   cycles per pixel), so the same grid fits every image size. ``mask='ideal'`` keeps
@@ -46,7 +49,11 @@ Each one is registered as a named :class:`Probe` with a default level grid (``PR
 * **stylize**: (a) weight-free amplitude swap: the Fourier phase of the image with the
   Fourier amplitude of a style image drawn (seeded) from a pool, per channel, clipped to
   [0, 1]; (b) ``method='adain'``: AdaIN style transfer (Huang & Belongie 2017) with the
-  public encoder/decoder weights, see :mod:`robustlens.probes.adain`.
+  public encoder/decoder weights, see :mod:`robustlens.probes.adain` (1-channel images go
+  through the RGB network as grey RGB and come back as the output's luma).
+
+Every other probe works per channel or on the luma, so 1-channel (greyscale) images keep
+their shape under each of them.
 """
 
 from __future__ import annotations
@@ -452,6 +459,14 @@ class Probe:
     # apply(apply(x, a), b) == apply(x, a + b) exactly (repeated filters): a grid of levels is
     # then computed incrementally, each level from the previous one
     iterative: bool = False
+    # the probe takes colour away, so on 1-channel data it is the identity (see skip_reason)
+    needs_colour: bool = False
+
+    def skip_reason(self, channels: int) -> str | None:
+        """Why this probe says nothing on ``channels``-channel images, or ``None`` if it applies."""
+        if self.needs_colour and int(channels) == 1:
+            return "the data is already greyscale"
+        return None
 
     def apply(self, x: Tensor, level: Any = None, ctx: ProbeContext | None = None) -> Tensor:
         return self.fn(x, level, ctx or ProbeContext(), **self.params)
@@ -496,7 +511,8 @@ for _probe in [
     Probe("median", _median, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10), "repeats", {"kernel_size": 3, "mode": "nearest"},
           "median filter applied 0..N times", iterative=True),
     Probe("invert", lambda x, level, ctx: invert(x), description="colour reversal 1 - x"),
-    Probe("greyscale", lambda x, level, ctx: greyscale(x), description="BT.601 luma on every channel"),
+    Probe("greyscale", lambda x, level, ctx: greyscale(x), description="BT.601 luma on every channel",
+          needs_colour=True),
     Probe("lowpass", _lowpass, (1.5, 1.0, 0.5, 0.25, 0.125), "radius", {"mask": "ideal"},
           "Fourier low-pass, radius in units of Nyquist"),
     Probe("highpass", _highpass, (0.0, 0.125, 0.25, 0.5, 1.0), "radius", {"mask": "ideal"},
