@@ -1,7 +1,7 @@
 """Feature visualisation: first-layer filters and deeper channels by gradient ascent.
 
 * :func:`filter_grid`: the first convolution's filters, each min-max normalised to [0, 1]
-  on its own (main paper Fig. 3, left).
+  on its own (main paper Fig. 3, left); a 1-channel model's filters are grey images.
 * :func:`visualize_channels`: activation maximisation (Erhan et al. 2009): find an input
   that maximises the mean activation of channel c of a named layer, by Adam on a
   parameterised image. The parameterisation and regularising transforms follow Olah et
@@ -12,7 +12,8 @@
     divided by 4;
   - ``decorrelate=True``: channels are mixed by Lucid's colour-correlation square root
     (``color_correlation_svd_sqrt``, columns normalised by the largest column norm), then a
-    sigmoid maps to [0, 1] (Lucid ``to_valid_rgb``);
+    sigmoid maps to [0, 1] (Lucid ``to_valid_rgb``). The matrix is an RGB one: for any other
+    channel count (a 1-channel, greyscale model) the mixing is the identity, only the sigmoid;
   - ``transforms=True``: Lucid's ``standard_transforms`` (pad 12 with 0.5, jitter 8,
     random scale in {1 + (i - 5) / 50}, random rotation in -10..10 degrees, jitter 4),
     done per image with ``affine_grid`` / ``grid_sample``. Jitter is a random integer

@@ -10,6 +10,10 @@ Display modes for one map (C, H, W):
   diverging ``bwr`` colour map centred at 0 (blue negative, red positive).
 * ``"abs"``: sum over channels of |a|, clipped at its mean + 3 std, divided by that bound
   -> [0, 1], drawn in grey (white = salient).
+
+Greyscale (1-channel) images and maps: images are drawn in grey (the channel repeated);
+``"rgb"`` shows the one channel's clipped gradient in grey, since there is no colour to show;
+``"signed"`` and ``"abs"`` are unchanged (the sum over channels is over one).
 """
 
 from __future__ import annotations
