@@ -10,8 +10,8 @@ never print faster) to stderr::
 naming the study stage (:func:`stage`, set by the study runner; empty outside a study), what is
 running, the step, the work done, the time left estimated from the rate so far, and the
 gradient evaluations the attacks reported with :func:`pulse` (so an ensemble that works for
-minutes on one batch still beats). Nothing is written before the first interval has passed, so
-short work stays silent.
+minutes on one batch still beats). Nothing is written before the first interval has passed, nor
+by a loop younger than a sixth of it (5 s), so short work stays silent.
 
 ``ROBUSTLENS_HEARTBEAT_S`` (seconds) overrides the interval; :func:`configure` sets it (and the
 clock and stream) for a test.
@@ -145,8 +145,8 @@ class Progress:
 
     def beat(self) -> None:
         """Write the heartbeat line if the process's interval has passed since the last one."""
-        now = _state.config.clock()
-        if _state.last is None or now - _state.last >= _state.config.every_s:
+        now, every = _state.config.clock(), _state.config.every_s
+        if now - self.t0 >= every / 6 and (_state.last is None or now - _state.last >= every):
             _state.last = now
             print(self.line(now), file=_stream(), flush=True)
 

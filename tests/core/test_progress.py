@@ -108,3 +108,17 @@ def test_environment_sets_the_interval(monkeypatch):
         assert progress._state.config.every_s == 5.0
     finally:
         progress.configure(previous)
+
+
+def test_a_young_loop_waits_a_sixth_of_the_interval(beat):
+    clock, out = beat
+    with Progress("first", total=10) as p:
+        clock.t += 40.0
+        p.update(1)  # beats: 40 s in
+    clock.t += 40.0
+    with Progress("second", total=10) as q:
+        clock.t += 1.0
+        q.update(1)  # 41 s since the last line, but this loop is 1 s old: silent
+        clock.t += 4.0
+        q.update(1)  # 5 s old: beats
+    assert [line.split(" | ")[0] for line in out.getvalue().splitlines()] == ["first", "second"]
