@@ -162,3 +162,23 @@ def test_stimuli_in_another_layout_name_the_first_file(tmp_path, rel, kind):
     assert str(tmp_path / "s" / rel) in str(e.value) and "\n" not in str(e.value)
     assert sorted(p.name for p in (tmp_path / "s").rglob("*") if p.is_file()) == sorted(
         ["README.txt", Path(rel).name, "airplane1-bear2.png" if kind == "cue_conflict" else "airplane2.png"])
+
+
+def test_probe_cli_stimuli(tmp_path, checkpoints, capsys):
+    """``robustlens probe --stimuli``: the models answer in the shape classes of --data."""
+    import json
+
+    from robustlens.cli import main
+
+    cue_folder(tmp_path / "cue")
+    args = ["probe", "--checkpoint", checkpoints[0], "--data", "trifeature:size=16,n_train=0,n_test=8,n_conflict=8",
+            "--probes", "invert", "--stimuli", f"cue_conflict={tmp_path / 'cue'}", "--device", "cpu",
+            "--class-map", "airplane=circle,car=triangle+square,cat=star,dog=heart"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "stimuli.json").read_text())
+    assert [(r["set"], r["n"], r["dropped"]) for r in rows] == [("cue_conflict", 7, 3)]  # cat1-boat1, boat1-bear1, bear1-cat1 unmapped
+    assert "on cue_conflict (7 images, 3 outside the class map)" in capsys.readouterr().out
+    bad = [*args[:-1], "airplane=circle,car=automobile", "--out", str(tmp_path / "bad")]
+    assert main(bad) != 0
+    assert "--class-map.car: the model has no class 'automobile'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing written

@@ -6,8 +6,9 @@ for one or more checkpoints, side by side.
 
 Writes to ``--out``: ``probes.json`` / ``probes.csv`` (model, probe, level, top1, top5, n),
 ``curves.png`` (all probes), ``blur.png`` and ``median.png`` where those ran, ``bias.json`` /
-``bias.csv``, ``neurons.json`` / ``neurons.csv`` / ``neurons.png`` and ``probe.json`` (config,
-versions, the file list and the headline numbers).
+``bias.csv``, ``neurons.json`` / ``neurons.csv`` / ``neurons.png``, ``stimuli.json`` / ``stimuli.csv``
+(with ``--stimuli cue_conflict=DIR``: Geirhos et al.'s stimuli through ``--class-map``) and
+``probe.json`` (config, versions, the file list and the headline numbers).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="also visualise the first K channels of each analysed layer (robustlens.explain.featvis) "
                         "and measure their smoothness (default 0: first-layer filters only)")
     p.add_argument("--featvis-steps", type=positive_int, default=128, help="gradient-ascent steps per visualisation")
+    p.add_argument("--stimuli", action="append", default=None, metavar="KIND=PATH",
+                   help="Geirhos et al.'s stimuli from disk (repeat): cue_conflict=DIR (<shape>/<shape><i>-<texture><j>.png), "
+                        "silhouettes=DIR, edges=DIR (<class>/<class><i>.png); shape bias and accuracy per model")
+    p.add_argument("--class-map", default="imagenet16", metavar="MAP",
+                   help="stimulus categories onto the models' classes: imagenet16 (model-vs-human's 16 categories, default) "
+                        "or category=class,... (members joined by '+', e.g. car=automobile,boat=ship)")
     add_device_arg(p)
     add_seed_arg(p)
 
@@ -175,6 +182,56 @@ def _bias(args, models: dict, data, device, out: Path, result: dict) -> None:
     result["bias"] = bias
 
 
+def _stimulus_args(args) -> tuple[dict[str, str], str | dict]:
+    """``--stimuli KIND=PATH`` as ``{kind: path}`` and ``--class-map`` as a map spec."""
+    from robustlens.data.stimuli import KINDS
+
+    sets: dict[str, str] = {}
+    for item in args.stimuli:
+        kind, eq, path = item.partition("=")
+        if not eq or kind not in KINDS or kind in sets or not path:
+            raise UserError(f"--stimuli {item!r}: expected KIND=PATH with KIND one of {', '.join(KINDS)}, each once")
+        sets[kind] = path
+    if args.class_map == "imagenet16":
+        return sets, "imagenet16"
+    table = {}
+    for item in args.class_map.split(","):
+        cat, eq, members = item.partition("=")
+        if not eq or not cat.strip() or not members.strip():
+            raise UserError(f"--class-map: {item!r} is not category=class (or imagenet16)")
+        table[cat.strip()] = [m.strip() for m in members.split("+")]
+    return sets, table
+
+
+def _check_stimuli(args, data):
+    """``(sets, class map)`` of ``--stimuli`` / ``--class-map``, checked before anything is
+    written: every folder's layout, and the map against the classes of ``--data``."""
+    from robustlens.data.stimuli import scan_stimuli
+    from robustlens.probes.stimuli import class_map
+
+    sets, spec = _stimulus_args(args)
+    for kind, path in sets.items():
+        scan_stimuli(path, kind)
+    return sets, class_map(spec, list(data.classes), "--class-map")
+
+
+def _stimuli(args, models: dict, stimuli, data, device, out: Path, result: dict) -> None:
+    """Shape bias and texture-less accuracy on Geirhos's stimuli (:mod:`robustlens.probes.stimuli`),
+    the models answering in the classes of ``--data``."""
+    from robustlens.data.stimuli import read_stimuli
+    from robustlens.probes.evaluate import write_table
+    from robustlens.probes.stimuli import evaluate_stimuli
+
+    sets, cmap = stimuli
+    images = {kind: read_stimuli(path, kind, size=data.resolution[0]) for kind, path in sets.items()}
+    measured = evaluate_stimuli(models, images, cmap, args.batch_size, device)
+    rows = [{"model": n, "set": k, **{key: v for key, v in r.items() if not isinstance(v, dict)}}
+            for n, per in measured.items() for k, r in per.items()]
+    write_table(rows, out / "stimuli")
+    result["files"].update({"stimuli_json": "stimuli.json", "stimuli_csv": "stimuli.csv"})
+    result["stimuli"] = rows
+
+
 def _visualisations(args, m, layers, data) -> dict | None:
     """Gradient-ascent visualisations of the first ``--featvis`` channels of each analysed layer."""
     if args.featvis <= 0:
@@ -235,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
     data = load(args.data, split=args.split, size=args.size, format=args.format)
     if args.limit:
         data = data.sample(args.limit)
+    stimuli = _check_stimuli(args, data) if args.stimuli else None
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "command": "probe",
@@ -250,9 +308,14 @@ def run(args: argparse.Namespace) -> int:
         _bias(args, models, data, device, out, result)
     if "neurons" in selected:
         _neurons(args, models, data, device, out, result)
+    if stimuli is not None:
+        _stimuli(args, models, stimuli, data, device, out, result)
     result["seconds"] = time.time() - t0
     write_json_atomic(out / "probe.json", result)
     print(f"robustlens probe: {len(models)} model(s), {len(data)} images, wrote {out}/probe.json")
     for r in result.get("bias", []):
         print(f"  {r['model']}: shape bias {r['shape_bias']:.3f}")
+    for r in result.get("stimuli", []):
+        value = f"shape bias {r['shape_bias']}" if r["set"] == "cue_conflict" else f"accuracy {r['accuracy']}"
+        print(f"  {r['model']} on {r['set']} ({r['n']} images, {r['dropped']} outside the class map): {value}")
     return 0
