@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,6 +24,7 @@ from robustlens.data.base import ImageSet
 from robustlens.errors import UserError
 from robustlens.io import atomic_path, write_json_atomic
 from robustlens.probes.transforms import Probe, ProbeContext, get_probe
+from robustlens.progress import Progress
 from robustlens.plot import save_figure
 
 COLUMNS = ("model", "probe", "level", "level_name", "top1", "top5", "n")
@@ -69,14 +69,13 @@ def evaluate_probes(
             (``get_probe("blur").with_params(levels=[0, 1, 2], kernel_size=5)``).
         style_pool: images for ``stylize`` (default: ``data`` itself, styles drawn from images of
             another class).
-        progress: tqdm bar (default: when stderr is a terminal).
+        progress: show progress (default True: a tqdm bar on a terminal, a heartbeat line
+            otherwise, :mod:`robustlens.progress`).
 
     Returns:
         A list of rows ``{model, probe, level, level_name, top1, top5, n}``; ``probe == "clean"``
         is the untransformed accuracy.
     """
-    from tqdm.auto import tqdm
-
     if not models:
         raise UserError("models: expected at least one model")
     if len(data) == 0:
@@ -95,9 +94,9 @@ def evaluate_probes(
     hits = {(mn, i): [0, 0] for mn in models for i in range(len(cells))}
     n = len(data)
     batches = range(0, n, int(batch_size))
-    show = sys.stderr.isatty() if progress is None else progress
+    bar = Progress("probes", n, enabled=True if progress is None else progress)
     try:
-        for b, start in enumerate(tqdm(batches, desc="probes", unit="batch", disable=not show)):
+        for b, start in enumerate(batches):
             idx = torch.arange(start, min(n, start + int(batch_size)))
             x = data.float(idx, dev)
             y = data.labels[idx].to(dev)
@@ -121,7 +120,10 @@ def evaluate_probes(
                     t1, t5 = _topk_hits(model(xt), y)
                     hits[(mn, i)][0] += t1
                     hits[(mn, i)][1] += t5
+                bar.update(0, step=f"batch {b + 1}/{len(batches)} {pname} {'' if level is None else level}".rstrip())
+            bar.update(len(idx))
     finally:
+        bar.close()
         for name, m in models.items():
             m.train(states[name])
     rows = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from robustlens.progress import Progress
 from robustlens.study.result import StageResult
 from robustlens.study.runner import StageContext
 from robustlens.study.spec import Spec
@@ -30,6 +31,7 @@ def random_model(ctx: StageContext, like: str = "std"):
     """A randomly initialised model of the STD model's architecture (the main paper's App. A baseline)."""
     import torch
 
+    from robustlens.layout import fast_layout
     from robustlens.models import create
 
     ref = load_model(ctx, like)
@@ -39,7 +41,7 @@ def random_model(ctx: StageContext, like: str = "std"):
         kwargs = {"width": ref.first_conv.out_channels, "in_channels": ref.first_conv.in_channels}
     m = create(ref.arch, num_classes=ref.num_classes, **kwargs)
     m.normalize.set(ref.normalize.mean.flatten().tolist(), ref.normalize.std.flatten().tolist())
-    return m.to(device(ctx)).eval()
+    return fast_layout(m.to(device(ctx)), device(ctx)).eval()  # the study's own model (robustlens.layout)
 
 
 def images_and_models(ctx: StageContext):
@@ -76,10 +78,12 @@ def run(ctx: StageContext) -> StageResult:
     p = ctx.params
     sub, x, y, models = images_and_models(ctx)
     maps: dict[str, dict[str, Any]] = {}
-    for mi, (n, m) in enumerate(models.items()):
-        for method in p["methods"]:
-            opts = method_opts(method, p, stage_seed(ctx, "saliency") + mi)
-            maps.setdefault(method, {})[n] = saliency(m, x, y, method=method, **opts).detach().cpu()
+    with Progress("saliency", len(models) * len(p["methods"]), unit="map") as bar:
+        for mi, (n, m) in enumerate(models.items()):
+            for method in p["methods"]:
+                opts = method_opts(method, p, stage_seed(ctx, "saliency") + mi)
+                maps.setdefault(method, {})[n] = saliency(m, x, y, method=method, **opts).detach().cpu()
+                bar.update(1, step=f"{n} {method}")
     figures, captions = _grids(ctx, sub, x, maps, list(models))
     left_out = _left_out(x, sub.masks, maps)
     energy = _energy({m: v for m, v in maps.items() if m not in left_out}, sub.masks)
