@@ -122,3 +122,28 @@ def test_a_young_loop_waits_a_sixth_of_the_interval(beat):
         clock.t += 4.0
         q.update(1)  # 5 s old: beats
     assert [line.split(" | ")[0] for line in out.getvalue().splitlines()] == ["first", "second"]
+
+
+def test_study_runner_names_the_stage_and_keeps_timings_of_a_killed_run(beat, tmp_path):
+    import json
+
+    from robustlens.study.runner import Runner, StageDef
+
+    clock, out = beat
+    progress.configure(HeartbeatConfig(every_s=0.0, clock=clock, stream=out, tty=False))
+
+    def work(ctx):
+        with Progress("probes", total=2) as p:
+            clock.t += 1.0
+            p.update(2)
+        return {"ok": True}
+
+    def dies(ctx):
+        raise KeyboardInterrupt  # a run stopped in its second stage
+
+    runner = Runner([StageDef("a", work), StageDef("b", dies, deps=("a",))], tmp_path / "run", version="t", stream=io.StringIO())
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert out.getvalue().splitlines() == ["[a] probes | 2/2 img (100%) | 1 s elapsed, ~0 s left"]
+    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert timings["stages"] == {"a": {"status": "done", "seconds": timings["stages"]["a"]["seconds"]}}
