@@ -28,30 +28,36 @@ def run(ctx: StageContext) -> StageResult:
     models = analysed(ctx)
     figures: dict[str, str] = {}
     captions: dict[str, str] = {}
+    notes: list[str] = []
     for n, m in models.items():
-        _filters(ctx, n, m, figures, captions)
+        _filters(ctx, n, m, figures, captions, notes)
     channels: dict[str, Any] = {}
     for n, m in models.items():
         channels[n] = _channels(ctx, n, m, figures, captions)
-    notes: list[str] = []
+    if load_data(ctx.shared)["train"].channels == 1:
+        notes.append("The data is greyscale: channel visualisations are 1-channel images, optimised without "
+                     "Lucid's RGB colour decorrelation (identity for 1 channel).")
     return StageResult({"models": list(models), "channels": channels}, notes=notes, figures=figures, captions=captions,
                        summary=" ".join(notes), order=("notes", "figures", "captions", "summary", "tables"))
 
 
-def _filters(ctx: StageContext, n: str, m, figures: dict, captions: dict) -> None:
-    """The first-layer filters of an RGB model, each min-max scaled."""
+def _filters(ctx: StageContext, n: str, m, figures: dict, captions: dict, notes: list[str]) -> None:
+    """The first-layer filters, each min-max scaled (:func:`robustlens.explain.featvis.first_layer_filters`):
+    colour for an RGB model, grey images for any other (a 1-channel model's filters are grey)."""
+    from robustlens.explain.featvis import first_layer_filters
     from robustlens.explain.render import image_grid
 
-    w = m.first_conv.weight.detach().float().cpu()
-    if w.shape[1] != 3:
-        return
-    lo, hi = w.amin(dim=(1, 2, 3), keepdim=True), w.amax(dim=(1, 2, 3), keepdim=True)
     # One common scale across models would hide the shapes; per-filter min-max as Lucid does.
-    vis = (w - lo) / (hi - lo).clamp_min(1e-12)
+    vis = first_layer_filters(m.first_conv)
+    c_in = m.first_conv.in_channels
     f = f"filters_{n}.png"
-    image_grid(vis, ctx.out / f, ncol=min(16, w.shape[0]), title=f"{n}: first-layer filters", cell=0.6)
+    image_grid(vis, ctx.out / f, ncol=min(16, vis.shape[0]), title=f"{n}: first-layer filters", cell=0.6)
     figures[f"filters_{n}"] = f
-    captions[f"filters_{n}"] = f"{n}: first-layer filters (each min-max scaled)."
+    how = "" if c_in == 3 else (" as grey images: the model takes 1 channel" if c_in == 1
+                                else f" as grey images: the mean over the model's {c_in} input channels")
+    captions[f"filters_{n}"] = f"{n}: first-layer filters (each min-max scaled{how})."
+    if c_in != 3:
+        notes.append(f"{n}: first-layer filters drawn{how}.")
 
 
 def _channels(ctx: StageContext, n: str, m, figures: dict, captions: dict) -> dict:
@@ -111,5 +117,7 @@ def _arch_of(spec: Spec, name: str, channels: int) -> tuple[str, dict]:
     if m.checkpoint:
         side = json.loads(Path(m.checkpoint).with_suffix(".json").read_text())
         return side["arch"], {k: v for k, v in (side.get("model_kwargs") or {}).items() if k != "num_classes"}
-    extra = {"in_channels": channels} if m.arch == "small_cnn" else {}
+    # as the train stage builds it: every family takes in_channels (non-RGB data on every arch)
+    wants = (m.arch == "small_cnn" or channels != 3) and "in_channels" not in m.arch_options
+    extra = {"in_channels": channels} if wants else {}
     return m.arch, {**extra, **m.arch_options}

@@ -31,7 +31,7 @@ def run(ctx: StageContext) -> StageResult:
     p = ctx.params
     seed = stage_seed(ctx, "transforms")
     sub = eval_subset(ctx.shared, p["n"])
-    probes, skipped = _probes(p, has_masks=sub.masks is not None)
+    probes, skipped = _probes(p, has_masks=sub.masks is not None, channels=sub.channels)
     models = analysed(ctx)
     pool = load_data(ctx.shared)["train"].sample(512, seed=seed)
     rows = evaluate_probes(models, sub, probes, batch_size=p["batch_size"], device=device(ctx),
@@ -47,21 +47,27 @@ def run(ctx: StageContext) -> StageResult:
     captions = {"curves": "Accuracy against blur sigma and median repeats; bars: reversal, stylisation, silhouettes, edges "
                           "(*_light: drawn white on black).",
                 "examples": "One test image under each transformation."}
-    return StageResult(numbers, summary=summary, tables=_tables(out, probes), figures=figures, captions=captions)
+    notes = [f"Skipped {s}." for s in skipped] or None
+    return StageResult(numbers, notes=notes, summary=summary, tables=_tables(out, probes), figures=figures, captions=captions)
 
 
-def _probes(p: dict, *, has_masks: bool) -> tuple[list, list[str]]:
-    """The probes the spec enables, and the ones skipped (with why)."""
+def _probes(p: dict, *, has_masks: bool, channels: int = 3) -> tuple[list, list[str]]:
+    """The probes the spec enables, and the ones skipped (with why: no masks, or greyscale on
+    data that is already greyscale, :meth:`Probe.skip_reason`)."""
     from robustlens.probes.transforms import get_probe
 
     probes = [
         get_probe("blur").with_params(levels=p["blur_sigmas"], kernel_size=p["blur_kernel"]),
         get_probe("median").with_params(levels=list(range(0, p["median_repeats"] + 1)), kernel_size=p["median_kernel"]),
     ]
+    skipped = []
     for flag, pname in (("reversal", "invert"), ("greyscale", "greyscale"), ("stylise", "stylize")):
         if p[flag]:
-            probes.append(get_probe(pname))
-    skipped = []
+            why = get_probe(pname).skip_reason(channels)
+            if why:
+                skipped.append(f"{pname} ({why})")
+            else:
+                probes.append(get_probe(pname))
     for flag, pname in (("silhouettes", "silhouette"), ("edges", "edges")):
         if p[flag]:
             if not has_masks and pname == "silhouette":
