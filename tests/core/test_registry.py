@@ -51,7 +51,8 @@ def test_reader_declarations():
     from robustlens.data.formats import READER_OPTIONS, READERS
 
     cached = [n for n, r in READERS.items() if r.cached]
-    assert cached == ["folder", "archive", "tinyimagenet"]
-    assert READER_OPTIONS == ("channels", "resample", "num_workers", "label", "cache_dir")
+    assert cached == ["folder", "archive", "tinyimagenet", "imagenet"]
+    assert READER_OPTIONS == ("channels", "resample", "num_workers", "preprocessing", "label", "limit", "limit_seed",
+                              "cache_dir")
     assert READERS.get("cifar").options == ("label",)
     assert all(r.folder is not None or r.file is not None for _, r in READERS.items())

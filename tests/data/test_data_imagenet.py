@@ -144,3 +144,17 @@ def test_unknown_wnids_and_bad_preprocessing_are_one_line_errors(tmp_path, cache
     with pytest.raises(UserError, match="format 'archive' has no preprocessing choice"):
         load(tar, split="val", preprocessing="res256crop224")
     assert not cache_dir.exists()
+
+
+def test_detected_only_as_a_full_wordnet_id_folder(tmp_path):
+    from robustlens.data.formats import detect_format
+    from robustlens.data.readers.imagenet import DETECT_MIN
+
+    small = imagenet_folder(tmp_path / "imagenette", {w: 0 for w in IMAGENETTE})
+    assert detect_format(small) == "folder"  # a 10-class subset keeps its own classes
+    big = tmp_path / "ilsvrc"
+    for w in imagenet_wnids()[: DETECT_MIN + 1]:
+        (big / "val" / w).mkdir(parents=True)
+    assert detect_format(big) == "imagenet"
+    (big / "val" / "cat").mkdir()
+    assert detect_format(big) == "folder"

@@ -4,9 +4,11 @@
 Unlike the ``folder`` reader (whose classes are the folders found), the classes are always the
 1000 ImageNet-1k WordNet ids in the standard index order (:func:`robustlens.data.imagenet.imagenet_wnids`),
 so a folder holding some of the classes still gives the labels a 1000-class model predicts. A
-class folder that is not an ImageNet-1k WordNet id is an error naming it. The format is never
-detected (a folder of WordNet ids such as Imagenette stays a 10-class ``folder``): ask for it
-with ``format="imagenet"`` (``format = "imagenet"`` in a study spec's ``[data]``).
+class folder that is not an ImageNet-1k WordNet id is an error naming it. The format is detected
+only for a folder of more than :data:`DETECT_MIN` class folders, every one an ImageNet-1k
+WordNet id (the ILSVRC-2012 validation set has 1000); a subset such as Imagenette (10) stays a
+``folder`` of its own classes: ask for this reader with ``format="imagenet"`` (``format =
+"imagenet"`` in a study spec's ``[data]``).
 
 A root without split folders is the evaluation split ``val``. Options:
 
@@ -26,12 +28,13 @@ import re
 from pathlib import Path, PurePosixPath
 
 from robustlens.data.base import ImageSet, sample_indices
-from robustlens.data.readers.base import READERS, SPLIT_NAMES, Reader, _err, _imageset
+from robustlens.data.readers.base import READERS, SPLIT_NAMES, Detect, Reader, _err, _imageset
 from robustlens.data.readers.decode import decode_many
 from robustlens.data.readers.folder import scan_folder
 from robustlens.errors import UserError
 
 WNID = re.compile(r"n\d{8}")
+DETECT_MIN = 100  # class folders, all ImageNet-1k WordNet ids, above which a folder is detected as ImageNet
 
 
 def _limits(limit, splits: list[str], where: Path) -> dict[str, int]:
@@ -96,7 +99,24 @@ def read_imagenet(path: Path, size=None, channels=3, resample="bilinear", num_wo
     return out
 
 
+def _is_imagenet_folder(path: Path) -> bool:
+    """More than ``DETECT_MIN`` class folders (in ``path`` or its first split folder), all of
+    them ImageNet-1k WordNet ids (names only: nothing is opened)."""
+    from robustlens.data.imagenet import imagenet_wnids
+
+    def subdirs(p: Path) -> list[str]:
+        try:
+            return [e.name for e in os.scandir(p) if e.is_dir() and not e.name.startswith(".")]
+        except OSError:
+            return []
+
+    top = subdirs(path)
+    split = next((d for d in sorted(top) if d.lower() in SPLIT_NAMES), None)
+    names = subdirs(path / split) if split else top
+    return len(names) > DETECT_MIN and set(names) <= set(imagenet_wnids())
+
+
 READERS.add("imagenet", Reader(
     read_imagenet, options=("num_workers", "preprocessing", "limit", "limit_seed"), cached=True, needs=Path.is_dir,
-    needs_text="a folder of <wnid>/<image> or <split>/<wnid>/<image>",
-), "ImageNet-1k: root/[<split>/]<wnid>/<image>, the 1000 classes (never detected: format='imagenet')")
+    needs_text="a folder of <wnid>/<image> or <split>/<wnid>/<image>", folder=Detect(_is_imagenet_folder, rank=50),
+), "ImageNet-1k: root/[<split>/]<wnid>/<image>, the 1000 classes (detected above 100 WordNet-id folders)")
