@@ -294,7 +294,10 @@ def plot_neurons(results: Mapping[str, dict[str, Any]], path: str | Path) -> Pat
         axes[3].bar([i + j * width for i in range(len(fnames))], vals, width, label=mn)
     axes[3].set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(fnames))], fnames)
     axes[3].set(title="factor explaining a channel best", ylabel="share of channels")
-    for ax in axes:
+    concepts = any(res.get("layers") for res in results.values())
+    for ax in axes if concepts else axes[:2]:
         ax.legend()
+    for ax in [] if concepts else axes[2:]:  # data without factor labels: say so, no empty legend
+        ax.text(0.5, 0.5, "not measured:\nthe data has no factor labels", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
