@@ -14,14 +14,15 @@ import torch
 from robustlens.errors import UserError
 
 
-def add_data_args(p: argparse.ArgumentParser, required: bool = True, flag: str = "--data") -> None:
+def add_data_args(p: argparse.ArgumentParser, required: bool = True, flag: str = "--data", *,
+                  preprocessing: bool = False) -> None:
     p.add_argument(
         flag,
         required=required,
         metavar="SOURCE",
         help="'trifeature' (procedural; options as trifeature:key=value,...) or a folder / archive / file",
     )
-    add_format_size_args(p)
+    add_format_size_args(p, preprocessing=preprocessing)
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -90,10 +91,17 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 # ------------------------------------------------------------------ data, threat, checkpoints
-def add_format_size_args(p: argparse.ArgumentParser) -> None:
-    """``--format`` and ``--size``, the on-disk reading options of a data source."""
+def add_format_size_args(p: argparse.ArgumentParser, *, preprocessing: bool = False) -> None:
+    """``--format`` and ``--size``, the on-disk reading options of a data source; with
+    ``preprocessing``, ``--preprocessing`` too (for a subcommand that passes it to ``load``)."""
     p.add_argument("--format", default=None, help="force the on-disk format instead of detecting it")
     p.add_argument("--size", type=image_size, default=None, help="resize images to SIZE x SIZE on load")
+    if preprocessing:
+        from robustlens.names import PREPROCESSING
+
+        p.add_argument("--preprocessing", default="squash", choices=PREPROCESSING,
+                       help="squash (both sides to --size, default) or res256crop224 (RobustBench's ImageNet evaluation: "
+                            "shorter side 256, centre crop 224; then --size if other than 224)")
 
 
 def add_threat_args(

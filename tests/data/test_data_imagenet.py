@@ -158,3 +158,23 @@ def test_detected_only_as_a_full_wordnet_id_folder(tmp_path):
     assert detect_format(big) == "imagenet"
     (big / "val" / "cat").mkdir()
     assert detect_format(big) == "folder"
+
+
+def test_probe_cli_takes_preprocessing(tmp_path, cache_dir):
+    import json
+
+    from robustlens.cli import main
+    from robustlens.models import create
+    from robustlens.models.checkpoint import save_checkpoint
+
+    root = imagenet_folder(tmp_path / "in", {"n01440764": 2, "n02102040": 1})
+    ck = tmp_path / "m.safetensors"
+    save_checkpoint(ck, create("small_cnn", num_classes=1000, width=4), {"classes": imagenet_wnids()})
+    out = tmp_path / "out"
+    assert main(["probe", "--checkpoint", str(ck), "--data", str(root), "--format", "imagenet", "--split", "val",
+                 "--preprocessing", "res256crop224", "--size", "32", "--probes", "invert", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert json.loads((out / "probe.json").read_text())["data"]["images"] == 3
+    with pytest.raises(SystemExit):
+        main(["probe", "--checkpoint", str(ck), "--data", str(root), "--preprocessing", "crop", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()

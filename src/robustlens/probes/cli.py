@@ -49,7 +49,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--checkpoint", action="append", required=True, metavar="PATH", help="a model checkpoint (repeat for several)")
     p.add_argument("--name", action="append", default=None, help="a display name per checkpoint (repeat, same order)")
-    add_data_args(p)
+    add_data_args(p, preprocessing=True)
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--probes", default=",".join(list(PROBES) + list(EXTRA)),
                    help=f"comma-separated: {', '.join(list(PROBES) + list(EXTRA))} (default: all)")
@@ -289,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     metas: dict[str, Any] = {}
     for name, ck in zip(names, args.checkpoint):
         models[name], metas[name] = load_model(ck, device)
-    data = load(args.data, split=args.split, size=args.size, format=args.format)
+    data = load(args.data, split=args.split, size=args.size, format=args.format, preprocessing=args.preprocessing)
     if args.limit:
         data = data.sample(args.limit)
     stimuli = _check_stimuli(args, data) if args.stimuli else None
