@@ -37,11 +37,15 @@ def test_runner_writes_a_stage_result_as_result_json(tmp_path):
     assert out["a"].stage_result().summary == "one" and out["a"].reason == ""
 
 
-def test_every_stage_module_has_a_name_params_deps_and_run():
+def test_every_stage_module_has_a_name_params_deps_and_run(tmp_path):
     from robustlens.study.spec import parse_spec
     from robustlens.study.stages import build_stages, dag
 
-    spec = parse_spec("[stages.transfer]\nenabled = true\n[stages.construct]\nenabled = true\n[stages.regime]\nenabled = true\n")
+    cue = tmp_path / "cue"
+    (cue / "cat").mkdir(parents=True)
+    (cue / "cat" / "cat1-dog1.png").write_bytes(b"")  # the stimuli stage checks names only when the DAG is built
+    spec = parse_spec("[stages.transfer]\nenabled = true\n[stages.construct]\nenabled = true\n[stages.regime]\nenabled = true\n"
+                      f"[stages.stimuli]\nenabled = true\ncue_conflict = \"{cue}\"\n")
     built = {s.name: s for s in build_stages(spec)}
     for mod in dag.ANALYSIS:
         assert callable(mod.run) and isinstance(mod.params(spec), dict) and isinstance(mod.deps(spec), tuple)
