@@ -60,10 +60,16 @@ def test_tiny_study_writes_report_results_and_checkpoints(tiny_run):
     assert tr["shape_background"]["mean_intensity"] < 0.1 and tr["shape_background"]["matched_polarity"] == "light"
     sil = next(c for c in results["claims"] if c["id"] == "silhouettes")
     assert sil["numbers"]["polarity used"].startswith("light")
-    # every claim has a verdict, and a verdict other than "not measured" always has numbers
+    # every claim has a verdict, and a verdict other than "not measured" always has numbers; the
+    # tiny models are not robust, so the validity gate keeps the numbers of every STD-vs-ADV
+    # claim but draws no verdict from them
+    assert results["validity"]["status"] == "adv not robust"
     for c in results["claims"]:
-        assert c["verdict"] in ("holds", "does not hold", "not measured")
-        assert (c["verdict"] == "not measured") == (not c["numbers"]), c
+        assert c["verdict"] in ("holds", "does not hold", "inconclusive", "not measured")
+        if c.get("gated"):
+            assert c["verdict"] == "not measured" and c["note"].startswith("not measured: the ADV model is not robust")
+        else:
+            assert (c["verdict"] == "not measured") == (not c["numbers"]), c
     assert (run / "checkpoints" / "std.safetensors").exists() and (run / "checkpoints" / "adv.json").exists()
     timings = json.loads((run / "timings.json").read_text())
     assert set(timings["stages"]) == set(results["stages"])
@@ -162,13 +168,13 @@ def test_transfer_stage_runs_the_fusion_study(tiny_run):
     assert (summary["outputs"]["transfer"].path("fusion.png")).exists()
     claims = {c["id"]: c for c in results["claims"]}
     mixed = claims["fusion_mixed"]
-    assert mixed["verdict"] != "not measured"
+    assert mixed["numbers"] and mixed["gated"]  # the tiny ADV model is not robust: numbers, no verdict
     assert mixed["numbers"]["STD+ADV @ 16px"] == round(t["table"]["16"]["std+adv"], 4)
     gap24 = max(t["table"]["24"].values()) - t["table"]["24"]["std+adv"]
     assert mixed["numbers"]["gap to best @ 24px"] == round(gap24, 4)
     ok = all(max(t["table"][s].values()) - t["table"][s]["std+adv"] <= 0.02 for s in ("16", "24"))
-    assert mixed["verdict"] == ("holds" if ok else "does not hold")
-    assert claims["fusion"]["verdict"] != "not measured"
+    assert all(t["verdict"] == "holds" for t in mixed["tests"]) == ok
+    assert claims["fusion"]["numbers"]
     html = (run / "report.html").read_text()
     section = html[html.index('id="transfer"'):html.index('id="construct"')]
     assert "Late fusion" in section and section.count("data:image/png;base64,") == 1 and "transfer_std2" in section

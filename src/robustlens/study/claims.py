@@ -805,10 +805,6 @@ def evaluate_claims(results: dict) -> list[dict]:
     out = []
     for c in CLAIMS:
         entry: dict = {"id": c.id, "paper": c.paper, "claim": c.statement, "rule": c.rule}
-        if c.compares_models and gate["status"] == "adv not robust":
-            entry.update(numbers={}, verdict=NOT_MEASURED, note=gate["reason"])
-            out.append(entry)
-            continue
         try:
             numbers, test = c.check(results)
             entry.update(numbers=numbers, tests=[t.to_dict() for t in test.leaves()], verdict=test.verdict())
@@ -816,5 +812,8 @@ def evaluate_claims(results: dict) -> list[dict]:
             entry.update(numbers={}, verdict=NOT_MEASURED, note=f"missing: {e}")
         except (ZeroDivisionError, TypeError, KeyError, IndexError, ValueError) as e:
             entry.update(numbers={}, verdict=NOT_MEASURED, note=f"could not compute: {e}")
+        if c.compares_models and gate["status"] == "adv not robust" and entry["verdict"] != NOT_MEASURED:
+            # the numbers stay, for the record; no verdict is drawn from two non-robust models
+            entry.update(verdict=NOT_MEASURED, gated=True, note=gate["reason"])
         out.append(entry)
     return out
