@@ -44,3 +44,29 @@ def test_probe_cli_bad_input_one_line(tmp_path, checkpoints, capsys, extra, mess
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_probe_cli_skips_greyscale_on_greyscale_data_with_the_reason(tmp_path, capsys):
+    """On 1-channel images the greyscale probe is the identity: skipped, with the reason, not a 0 drop."""
+    import numpy as np
+    from PIL import Image
+
+    import torch
+
+    from robustlens.models import create
+    from robustlens.models.checkpoint import save_checkpoint
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "data" / "test" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), mode="L").save(tmp_path / "data" / "test" / c / f"{i}.png")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.safetensors", create("small_cnn", num_classes=2, width=4, in_channels=1), {})
+    out = tmp_path / "out"
+    assert main(["probe", "--checkpoint", str(tmp_path / "m.safetensors"), "--data", str(tmp_path / "data"),
+                 "--probes", "invert,greyscale", "--out", str(out), "--device", "cpu"]) == 0
+    assert "skipping greyscale: the data is already greyscale" in capsys.readouterr().err
+    res = json.loads((out / "probe.json").read_text())
+    assert res["skipped"] == {"greyscale": "the data is already greyscale"}
+    assert {r["probe"] for r in json.loads((out / "probes.json").read_text())} == {"clean", "invert"}

@@ -14,6 +14,7 @@ Writes to ``--out``: ``probes.json`` / ``probes.csv`` (model, probe, level, top1
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -289,10 +290,20 @@ def run(args: argparse.Namespace) -> int:
     metas: dict[str, Any] = {}
     for name, ck in zip(names, args.checkpoint):
         models[name], metas[name] = load_model(ck, device)
-    data = load(args.data, split=args.split, size=args.size, format=args.format, preprocessing=args.preprocessing)
+    # the models' input channels decide how the images are decoded (a 1-channel model: greyscale)
+    channels = {int(m.config.get("in_channels", 3)) for m in models.values()}
+    if len(channels) > 1:
+        raise UserError(f"--checkpoint: the models take different numbers of input channels ({sorted(channels)}); probe them separately")
+    extra = {"channels": 1} if channels == {1} else {}
+    data = load(args.data, split=args.split, size=args.size, format=args.format, preprocessing=args.preprocessing, **extra)
     if args.limit:
         data = data.sample(args.limit)
     stimuli = _check_stimuli(args, data) if args.stimuli else None
+    # a probe that takes colour away is the identity on greyscale data: skipped, with the reason
+    skipped = {p.name: why for p in transforms if (why := p.skip_reason(data.channels))}
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", file=sys.stderr)
+    transforms = [p for p in transforms if p.name not in skipped]
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "command": "probe",
@@ -301,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
         "data": {"source": str(args.data), "split": args.split, "images": len(data)},
         "versions": versions(),
         "files": {},
+        "skipped": skipped,
     }
     if transforms:
         _transforms(args, models, data, transforms, adain, device, out, result)
