@@ -35,8 +35,10 @@ from robustlens.study.stages.context import file_sha256
 ANALYSIS = (robustness, transforms, bias, stimuli, neurons, saliency, featvis, sanity, faithfulness, localisation,
             generation, transfer, construct, regime)
 
-# Bumped whenever an analysis stage's output changes shape, so old cached folders are not reused.
-STAGE_CODE = 5
+# Bumped whenever a train or analysis stage's output changes shape (or training changes what it
+# returns), so old cached folders are not reused. 6: the headline robust accuracy, the best
+# epoch kept by check-PGD, catastrophic-overfitting fallback, greyscale skips, stimuli.
+STAGE_CODE = 6
 
 _IMPL_FILES = {
     "robustness": ("attacks/evaluate.py", "attacks/pgd.py", "attacks/apgd.py"),
@@ -71,6 +73,7 @@ def _train_stage(spec: Spec, name: str, m: ModelSpec, eps_of: ModelSpec) -> Stag
     threat_eps = parse_eps(spec.threat.eps, name="threat.eps")
     params: dict[str, Any] = {"model": name, "spec": dataclasses.asdict(m), "threat_norm": spec.threat.norm,
                               "eps": parse_eps(eps_of.eps, name="eps") if eps_of.eps != "" else threat_eps}
+    params["stage_code"] = STAGE_CODE
     if m.checkpoint:
         params["checkpoint_sha256"] = file_sha256(checkpoint_file(m.checkpoint))  # NAME@PATH: the file
     return StageDef(f"train_{name}", train.run, params, ("data",))
