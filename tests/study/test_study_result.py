@@ -56,7 +56,7 @@ def test_old_stage_helpers_stay_importable():
     from robustlens.study.stages import (SEED_OFFSETS, STAGE_CODE, check_checkpoint_classes, file_sha256,  # noqa: F401
                                          implementations, load_data, spec_device, stage_train)
 
-    assert SEED_OFFSETS["construct"] == 21 and STAGE_CODE == 5
+    assert SEED_OFFSETS["construct"] == 21 and STAGE_CODE == 6
     # part of the stage hashes: the same whether fusion is a module or a package
     assert implementations("transfer") == ["transfer/fusion.py"] and implementations("data") == []
     with pytest.raises(UserError, match="predicts 3 classes but the data has 2"):
