@@ -1,5 +1,5 @@
 """The default study's must-show table over seeds (issue 15): for each run folder, clean,
-PGD-20, ensemble robust accuracy and shape bias of STD and ADV, mean +- sd over the runs, the
+PGD-20, ensemble and headline robust accuracy and shape bias of STD and ADV, mean +- sd over the runs, the
 issue's targets, and every claim's verdict per run.
 
     # one spec per seed: the default with seed = s for the models, the data draw and the stages
@@ -32,10 +32,17 @@ def numbers(run: Path) -> tuple[dict, dict]:
     for kind in ("std", "adv"):
         rob = (r.get("robustness") or {}).get("models", {}).get(kind, {})
         out[f"{kind} clean"] = rob.get("clean_accuracy")
-        out[f"{kind} PGD-20"] = rob.get("robust_accuracy")
+        out[f"{kind} PGD-20"] = rob.get("pgd_robust_accuracy", rob.get("robust_accuracy"))
         out[f"{kind} ensemble"] = (rob.get("autoattack") or {}).get("robust_accuracy")
+        out[f"{kind} headline"] = rob.get("robust_accuracy")  # per-image worst case of PGD and the ensemble
         out[f"{kind} shape bias"] = (r.get("bias") or {}).get("models", {}).get(kind, {}).get("shape_bias")
     return out, {c["id"]: c["verdict"] for c in res.get("claims", [])}
+
+
+def _seconds(run: Path) -> float | None:
+    """The study's own total seconds (timings.json), if the run wrote them."""
+    f = run / "timings.json"
+    return json.loads(f.read_text()).get("total_seconds") if f.exists() else None
 
 
 def main(runs: list[str]) -> None:
@@ -54,6 +61,8 @@ def main(runs: list[str]) -> None:
     for label, test in TARGETS:
         print(f"{label}: " + ", ".join(f"{name} {'yes' if test(n) else 'NO'}" for name, (n, _) in rows.items()
                                         if all(v is not None for v in n.values())))
+    timings = {name: _seconds(Path(p)) for name, p in zip(rows, runs)}
+    print("\nseconds (timings.json): " + ", ".join(f"{n} {t:.1f}" for n, t in timings.items() if t is not None))
     ids = list(next(iter(rows.values()))[1])
     print("\n| claim | " + " | ".join(rows) + " |\n|" + " --- |" * (len(rows) + 1))
     for cid in ids:

@@ -37,7 +37,7 @@ So STD, minimising the clean loss, follows the texture (clean accuracy near 1, n
 and ADV, whose adversary forges the texture at every step, can only trust the shape (clean
 accuracy near the shape's 86.5%, robust). Objects are large (radius 40-50% of the side,
 ``scale_min`` / ``scale_max``) so that a small CNN learns the faint texture in the default
-recipe's 5 epochs (measured: ``benchmarks/bench_study_world.py``; at 25-42% STD reached only
+recipe's 4 epochs (measured: ``benchmarks/bench_study_world.py`` at 5 epochs; at 25-42% STD reached only
 0.92). The colour is noise (agrees 10%, chance). :meth:`TrifeatureConfig.describe` states a
 world in these words ("the class is the texture ...; the shape agrees with it 86.5% of the
 time"); the study's data section prints it with :func:`cue_table`.

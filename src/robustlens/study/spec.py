@@ -95,8 +95,14 @@ class ModelSpec:
 def _default_models() -> dict[str, ModelSpec]:
     # ``judge`` / ``judge_adv``: independently trained STD and ADV models (another seed) that
     # only judge the generation stage; they are left out of the STD vs ADV comparison.
-    return {"std": ModelSpec(mode="std", seed=0), "adv": ModelSpec(mode="fgsm-rs", seed=0),
-            "judge": ModelSpec(mode="std", seed=1, epochs=3), "judge_adv": ModelSpec(mode="fgsm-rs", seed=1, epochs=3)}
+    # std / adv: 4 epochs, which keeps issue 15's targets on seeds 0-2 (benchmarks/REGIME.md)
+    # and a 128-image per-epoch check (+-0.09 at 95%: enough for the relative catastrophic-overfitting rules)
+    return {"std": ModelSpec(mode="std", seed=0, epochs=4, train_options={"check_size": 128}),
+            "adv": ModelSpec(mode="fgsm-rs", seed=0, epochs=4, train_options={"check_size": 128}),
+            # judges: 2 epochs; the STD judge without the per-epoch PGD check (it selects nothing),
+            # the ADV one with a 128-image check (catastrophic-overfitting detection needs it)
+            "judge": ModelSpec(mode="std", seed=1, epochs=2, train_options={"check_size": 0}),
+            "judge_adv": ModelSpec(mode="fgsm-rs", seed=1, epochs=2, train_options={"check_size": 128})}
 
 
 @dataclass
@@ -113,7 +119,7 @@ class RobustnessSpec:
     pgd_steps: int = 20
     pgd_restarts: int = 1
     autoattack: bool = True
-    autoattack_n: int = 500
+    autoattack_n: int = 100
     autoattack_version: str = "custom"
     autoattack_attacks: list[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
     autoattack_steps: int = 100
@@ -347,7 +353,7 @@ class RegimeSpec:
     agreements: list[float] = field(default_factory=lambda: [0.7, 0.865, 1.0])
     n_train: int = 8000
     n_test: int = 300
-    epochs: int = 5
+    epochs: int = 4
     width: int = 16
     attack_steps: int = 10
 
