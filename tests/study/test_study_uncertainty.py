@@ -76,3 +76,23 @@ def test_majority_counts_inconclusive_parts_both_ways():
 def test_filters_smaller_on_the_boundary_is_inconclusive():
     res = {**_robustness(495, 455), "neurons": {"models": {"std": {"first_layer_norm": 0.2}, "adv": {"first_layer_norm": 0.95 * 0.2}}}}
     assert _verdict(res, "filters_smaller")["verdict"] == INCONCLUSIVE
+
+
+def test_paired_interval_is_of_the_images_the_accuracies_count():
+    """Regression: the robustness stage once kept the clean 2 x 2 table of the headline's 100
+    images while the clean accuracies counted 500, so the 'paired' interval of 494/500 vs 448/500
+    was [0.002, 0.128] (of another sample, and 2.5x too wide): the claim was 'inconclusive'."""
+    from robustlens.study.claims import evaluate_claims
+
+    def results(table_n: int) -> dict:
+        models = {"std": {"clean_accuracy": 0.988, "n": 500, "robust_accuracy": 0.0, "robust_n": 100},
+                  "adv": {"clean_accuracy": 0.896, "n": 500, "robust_accuracy": 0.82, "robust_n": 100}}
+        big = {"both": 447, "std_only": 47, "adv_only": 1, "neither": 5, "n": 500}
+        small = {"both": 92, "std_only": 7, "adv_only": 1, "neither": 0, "n": 100}
+        return {"robustness": {"models": models, "paired": {"clean": big if table_n == 500 else small}}}
+
+    for table_n in (100, 500):
+        claim = next(c for c in evaluate_claims(results(table_n)) if c["id"] == "clean_tradeoff")
+        lo, hi = claim["tests"][0]["interval"]
+        assert lo <= 0.092 <= hi and hi - lo < 0.08 and lo > 0.05, (table_n, lo, hi)
+        assert claim["verdict"] == "holds"

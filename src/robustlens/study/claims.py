@@ -298,7 +298,8 @@ def _paired_test(res: dict, kind: str, what: str, first: str, op: str, threshold
     x, y = (a, s) if first == "adv" else (s, a)
     labels = (f"{first.upper()} {kind}", f"{'STD' if first == 'adv' else 'ADV'} {kind}")
     table = (_get(res, "robustness").get("paired") or {}).get(kind)
-    if table:
+    # the 2 x 2 table must be of the very images the two accuracies count
+    if table and table.get("n") == x.get(n_key) == y.get(n_key):
         t = table
         cells = (t["both"], t["adv_only"], t["std_only"], t["neither"]) if first == "adv" else (t["both"], t["std_only"], t["adv_only"], t["neither"])
         counts = {labels[0]: _kn(_count(x[key], x.get(n_key))), labels[1]: _kn(_count(y[key], y.get(n_key)))}
