@@ -142,40 +142,26 @@ def _alexnet_bn(num_classes: int = 1000, **kw: Any) -> ImageClassifier:
     return AlexNet(num_classes=num_classes, batch_norm=True, **kw)
 
 
-@register("wrn28_10", "WideResNet-28-10 (depth/widen_factor options), RobustBench/TRADES keys; CIFAR-10 norm")
-def _wrn28_10(num_classes: int = 10, **kw: Any) -> ImageClassifier:
-    from robustlens.models.wide_resnet import WideResNet
+def _wide_resnet(depth: int, widen_factor: int) -> Callable[..., ImageClassifier]:
+    """The factory of WideResNet-``depth``-``widen_factor`` (both overridable as options)."""
 
-    kw.setdefault("depth", 28)
-    kw.setdefault("widen_factor", 10)
-    return WideResNet(num_classes=num_classes, **kw)
+    def factory(num_classes: int = 10, **kw: Any) -> ImageClassifier:
+        from robustlens.models.wide_resnet import WideResNet
 
+        kw.setdefault("depth", depth)
+        kw.setdefault("widen_factor", widen_factor)
+        return WideResNet(num_classes=num_classes, **kw)
 
-@register("wrn16_4", "WideResNet-16-4 (small WRN for tests and CPU runs), RobustBench keys; CIFAR-10 norm")
-def _wrn16_4(num_classes: int = 10, **kw: Any) -> ImageClassifier:
-    from robustlens.models.wide_resnet import WideResNet
-
-    kw.setdefault("depth", 16)
-    kw.setdefault("widen_factor", 4)
-    return WideResNet(num_classes=num_classes, **kw)
+    return factory
 
 
-@register("wrn34_10", "WideResNet-34-10 (TRADES, Zhang et al. 2019), RobustBench keys; CIFAR-10 norm")
-def _wrn34_10(num_classes: int = 10, **kw: Any) -> ImageClassifier:
-    from robustlens.models.wide_resnet import WideResNet
-
-    kw.setdefault("depth", 34)
-    kw.setdefault("widen_factor", 10)
-    return WideResNet(num_classes=num_classes, **kw)
-
-
-@register("wrn70_16", "WideResNet-70-16 (267 M params), RobustBench keys; CIFAR-10 norm")
-def _wrn70_16(num_classes: int = 10, **kw: Any) -> ImageClassifier:
-    from robustlens.models.wide_resnet import WideResNet
-
-    kw.setdefault("depth", 70)
-    kw.setdefault("widen_factor", 16)
-    return WideResNet(num_classes=num_classes, **kw)
+for _name, _depth, _widen, _info in (
+    ("wrn28_10", 28, 10, "WideResNet-28-10 (depth/widen_factor options), RobustBench/TRADES keys; CIFAR-10 norm"),
+    ("wrn16_4", 16, 4, "WideResNet-16-4 (small WRN for tests and CPU runs), RobustBench keys; CIFAR-10 norm"),
+    ("wrn34_10", 34, 10, "WideResNet-34-10 (TRADES, Zhang et al. 2019), RobustBench keys; CIFAR-10 norm"),
+    ("wrn70_16", 70, 16, "WideResNet-70-16 (267 M params), RobustBench keys; CIFAR-10 norm"),
+):
+    register(_name, _info)(_wide_resnet(_depth, _widen))
 
 
 @register("cifar_resnet50", "ResNet-50, CIFAR 3x3 stem, RobustBench / robustness-library keys (shortcut, linear)")

@@ -16,23 +16,29 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-spec", action="store_true", help="print the fully resolved spec as JSON and exit")
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
+def apply_overrides(spec, args: argparse.Namespace, name: str | None) -> None:
+    """``--name`` (checked: it names a folder), ``--out-dir`` and ``--device`` onto ``spec``;
+    shared by ``robustlens study`` and ``robustlens sweep``."""
     from robustlens.errors import UserError
-    from robustlens.study import load_spec, run_study
+    from robustlens.study.spec import is_folder_name
 
-    spec = load_spec(args.spec)
-    if args.name:
-        from robustlens.study.spec import is_folder_name
-
-        if not is_folder_name(args.name):
-            raise UserError(f"--name: use letters, digits, '_', '-', '.' only, not only dots (it names a folder), got {args.name!r}")
-        spec.name = args.name
+    if name:
+        if not is_folder_name(name):
+            raise UserError(f"--name: use letters, digits, '_', '-', '.' only, not only dots (it names a folder), got {name!r}")
+        spec.name = name
     if args.out_dir:
         spec.out_dir = args.out_dir
     if args.device:
         spec.device = args.device
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from robustlens.study import load_spec, run_study
+
+    spec = load_spec(args.spec)
+    apply_overrides(spec, args, args.name)
     if args.print_spec:
         print(json.dumps(spec.to_dict(), indent=2))
         return 0

@@ -43,7 +43,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustlens.errors import UserError
     from robustlens.study import load_spec, run_study
-    from robustlens.study.spec import check_regime, is_folder_name
+    from robustlens.study.cli import apply_overrides
+    from robustlens.study.spec import check_regime
 
     spec = load_spec(args.spec)
     rg = spec.stages.regime
@@ -59,13 +60,6 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             setattr(rg, key, getattr(args, key))
     check_regime(spec)
-    name = args.name or f"{spec.name}-regime"
-    if not is_folder_name(name):
-        raise UserError(f"--name: use letters, digits, '_', '-', '.' only, not only dots (it names a folder), got {name!r}")
-    spec.name = name
-    if args.out_dir:
-        spec.out_dir = args.out_dir
-    if args.device:
-        spec.device = args.device
+    apply_overrides(spec, args, args.name or f"{spec.name}-regime")
     run_study(spec, only=["regime"])
     return 0
