@@ -25,7 +25,9 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO, TypeVar
+
+T = TypeVar("T")
 
 _STAGE: contextvars.ContextVar[str] = contextvars.ContextVar("robustlens_stage", default="")
 
@@ -158,7 +160,7 @@ class Progress:
         if self.step:
             parts.append(self.step)
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        parts.append(f"{self.done}/{self.total} {self.unit}{pct}")
+        parts.append(f"{self.done}/{self.total} {self.unit}{pct}" if self.total else f"{self.done} {self.unit}")
         left = elapsed / done_here * (self.total - self.done) if done_here > 0 and self.total else None
         parts.append(f"{_seconds(elapsed)} elapsed, " + ("time left unknown" if left is None else f"~{_seconds(left)} left"))
         extra = [f"{self.pulses} gradients"] * bool(self.pulses) + [f"{k}={v}" for k, v in self.postfix.items()]
@@ -172,6 +174,20 @@ class Progress:
             self.bar = None
         if self in _state.active:
             _state.active.remove(self)
+
+
+def track(items: Iterable[T], desc: str, *, total: int | None = None, unit: str = "step", enabled: bool = True,
+          step: Callable[[int], str] | None = None) -> Iterator[T]:
+    """``items``, one at a time, inside a :class:`Progress` of ``total`` units (default
+    ``len(items)``) that counts one unit per item: a bar on a terminal, heartbeat lines
+    otherwise. ``step(i)`` (the items done so far) names where the loop is. The progress closes
+    when the loop ends, breaks or raises."""
+    if total is None:
+        total = len(items) if hasattr(items, "__len__") else 0
+    with Progress(desc, total, unit=unit, enabled=enabled) as bar:
+        for i, item in enumerate(items):
+            yield item
+            bar.update(1, step=None if step is None else step(i + 1))
 
 
 configure()

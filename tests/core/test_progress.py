@@ -79,7 +79,7 @@ def test_no_time_left_before_any_work(beat):
     p = Progress("featvis", total=0, unit="step")
     clock.t += 31.0
     p.update(0)
-    assert out.getvalue().strip() == "featvis | 0/0 step | 31 s elapsed, time left unknown"
+    assert out.getvalue().strip() == "featvis | 0 step | 31 s elapsed, time left unknown"  # no total: a count
 
 
 def test_disabled_writes_nothing(beat):
@@ -147,3 +147,67 @@ def test_study_runner_names_the_stage_and_keeps_timings_of_a_killed_run(beat, tm
     assert out.getvalue().splitlines() == ["[a] probes | 2/2 img (100%) | 1 s elapsed, ~0 s left"]
     timings = json.loads((tmp_path / "run" / "timings.json").read_text())
     assert timings["stages"] == {"a": {"status": "done", "seconds": timings["stages"]["a"]["seconds"]}}
+
+
+def test_track_counts_items_names_the_step_and_closes_on_break(beat):
+    clock, out = beat
+    progress.configure(HeartbeatConfig(every_s=0.0, clock=clock, stream=out, tty=False))
+    seen = []
+    for i in progress.track(range(10), "construct robust", unit="chunk", step=lambda k: f"chunk {k}/10"):
+        clock.t += 1.0
+        seen.append(i)
+        if i == 2:
+            break
+    assert seen == [0, 1, 2]
+    assert out.getvalue().splitlines()[-1] == "construct robust | chunk 2/10 | 2/10 chunk (20%) | 2 s elapsed, ~8 s left"
+    assert progress._state.active == []  # the break closed it
+
+
+def test_track_disabled_is_silent(beat):
+    clock, out = beat
+    progress.configure(HeartbeatConfig(every_s=0.0, clock=clock, stream=out, tty=False))
+    assert list(progress.track(iter([1, 2]), "x", enabled=False)) == [1, 2]
+    assert out.getvalue() == ""
+
+
+def _small_model():
+    import torch
+
+    from robustlens.models import create
+
+    torch.manual_seed(0)
+    return create("small_cnn", num_classes=4, width=4).eval()
+
+
+@pytest.mark.parametrize("loop", ["featvis", "sanity", "generate", "sgd_fit"])
+def test_long_loops_beat_off_a_terminal(beat, loop):
+    """featvis, sanity, generation and the transfer / construct training loops write heartbeat
+    lines when stderr is not a terminal (they showed tqdm on a terminal only)."""
+    import torch
+
+    clock, out = beat
+    progress.configure(HeartbeatConfig(every_s=0.0, clock=clock, stream=out, tty=False))
+    model = _small_model()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    if loop == "featvis":
+        from robustlens.explain.featvis import visualize_channels
+
+        visualize_channels(model, "body.0", [0], size=16, steps=3, progress=True)
+        want = "featvis body.0 | 3/3 step (100%)"
+    elif loop == "sanity":
+        from robustlens.explain.sanity import parametrised_layers, randomization_test
+
+        randomization_test(model, x, 0, method="vanilla", progress=True)
+        k = len(parametrised_layers(model))  # 4 convs, 4 batch norms, the linear head
+        want = f"sanity top_down | {k}/{k} layer (100%)"
+    elif loop == "generate":
+        from robustlens.explain.generate import generate
+
+        generate(model, x, 1, eps=1.0, steps=3, progress=True)
+        want = "generate | batch 1/1 | 3/3 step (100%)"
+    else:
+        from robustlens.transfer._loops import sgd_fit
+
+        sgd_fit(model.train(), x, torch.tensor([0, 1]), epochs=2, batch_size=2, lr=0.01, show_progress=True, desc="train on robust")
+        want = "train on robust | 2/2 step (100%)"
+    assert any(line.startswith(want) for line in out.getvalue().splitlines()), out.getvalue()

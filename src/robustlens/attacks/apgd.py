@@ -191,8 +191,11 @@ def apgd_single(
         st.n_incr += (loss > st.loss_prev).to(st.n_incr.dtype)
         st.loss_prev = loss
         better = loss > st.loss_best
-        if bool(better.any()):
-            st.x_best[better], st.grad_best[better], st.loss_best[better] = st.x_cur[better], st.grad[better], loss[better]
+        if bool(better.any()):  # elementwise selects: no gather / scatter of the masked rows
+            b = better.view(-1, *([1] * (x.dim() - 1)))
+            st.x_best = torch.where(b, st.x_cur, st.x_best)
+            st.grad_best = torch.where(b, st.grad, st.grad_best)
+            st.loss_best = torch.where(better, loss, st.loss_best)
         if k + 1 in ck_set:
             st.checkpoint(k + 1 - last_ck)
             last_ck = k + 1

@@ -10,7 +10,6 @@ per-attack robust accuracy, mean perturbation norm, seconds and versions.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict
 
 from robustlens.names import AUTOATTACK_VERSIONS
@@ -185,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     attack_seed = args.seed if args.attack_seed is None else args.attack_seed
     res = robust_accuracy(
         model, data, threat, attack=configured, batch_size=args.batch_size, device=device, seed=attack_seed,
-        progress=sys.stderr.isatty(), checks_enabled=not args.no_checks, check_steps=check_steps,
+        progress=True, checks_enabled=not args.no_checks, check_steps=check_steps,
     )
     res.update(options=dict(kw, check_steps=True) if check_steps else kw, attack_seed=attack_seed, label=_label(configured))
     if isinstance(configured, AutoAttack):

@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import sys
 import math
 import os
 from typing import Sequence
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens.errors import UserError
+from robustlens.progress import track
 from robustlens.explain.saliency import capture, find_layer
 
 # Lucid's colour-correlation square root (ImageNet statistics), rows = output RGB.
@@ -208,9 +208,7 @@ def visualize_channels(
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        from tqdm.auto import tqdm
-
-        for _ in tqdm(range(int(steps)), desc=f"featvis {layer}", disable=not progress or not sys.stderr.isatty(), leave=False):
+        for _ in track(range(int(steps)), f"featvis {layer}", unit="step", enabled=progress):
             x = img()
             if transforms:
                 x = random_transform(x, gen)

@@ -20,7 +20,6 @@ non-robust features rarely transfer; perceptually aligned ones do.
 
 from __future__ import annotations
 
-import sys
 import math
 from typing import Any, Mapping
 
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlens.errors import UserError
+from robustlens.progress import track
 from robustlens.explain.saliency import Target, check_images, check_target
 from robustlens.threat import L2
 
@@ -79,13 +79,12 @@ def generate(
     step = 2.5 * threat.eps / int(steps) if step_size is None else float(step_size)
     if step <= 0:
         raise UserError(f"step_size: expected a positive number, got {step_size!r}")
-    from tqdm.auto import tqdm
-
     out = []
     for s in range(0, len(x0), int(internal_batch_size)):
         xs, ts = x0[s : s + internal_batch_size], t[s : s + internal_batch_size]
         x = xs.clone()
-        for _ in tqdm(range(int(steps)), desc="generate", disable=not progress or not sys.stderr.isatty(), leave=False):
+        batch = f"batch {s // int(internal_batch_size) + 1}/{-(-len(x0) // int(internal_batch_size))}"
+        for _ in track(range(int(steps)), "generate", unit="step", enabled=progress, step=lambda i, b=batch: b):
             x.requires_grad_(True)
             with torch.enable_grad():
                 loss = F.cross_entropy(model(x), ts, reduction="sum")

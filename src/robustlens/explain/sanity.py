@@ -28,7 +28,6 @@ Similarity of each map to the original model's map, per image (Adebayo et al. Se
 
 from __future__ import annotations
 
-import sys
 import copy
 import os
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlens.errors import UserError
+from robustlens.progress import track
 from robustlens.explain.saliency import Target, check_images, check_target, saliency
 from robustlens.plot import save_figure
 
@@ -224,10 +224,8 @@ def randomization_test(
     sims = similarity(ref, ref, metrics)
     for m in metrics:
         per[m].append(sims[m].tolist())
-    from tqdm.auto import tqdm
-
     steps = randomized_models(model, order=order, seed=seed, randomize=randomize)
-    for name, rmodel in tqdm(steps, total=len(parametrised_layers(model)), desc=f"sanity {order}", disable=not progress or not sys.stderr.isatty(), leave=False):
+    for name, rmodel in track(steps, f"sanity {order}", total=len(parametrised_layers(model)), unit="layer", enabled=progress):
         maps = fn(rmodel, x, t).detach()
         sims = similarity(maps, ref, metrics)
         names.append(name)

@@ -25,13 +25,14 @@ from robustlens.train.schedule import Schedule
 from robustlens.train.step import EpochMeter, Nets, Recipe, sgd_step
 
 
-def progress(iterable, total: int | None = None, desc: str = "", enabled: bool = True, **kw):
-    """A tqdm bar when enabled (tqdm hides itself when stderr is not a terminal)."""
+def progress(iterable, total: int | None = None, desc: str = "", enabled: bool = True, unit: str = "step"):
+    """``iterable`` with progress when enabled: a bar on a terminal, heartbeat lines otherwise
+    (:func:`robustlens.progress.track`)."""
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from robustlens.progress import track
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, **kw)
+    return track(iterable, desc, total=total, unit=unit)
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> Iterator[Tensor]:

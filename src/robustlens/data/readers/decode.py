@@ -123,7 +123,7 @@ def decode_many(
     """
     from concurrent.futures import Future
 
-    from tqdm import tqdm
+    from robustlens.progress import Progress
 
     workers = max(1, min(num_workers or os.cpu_count() or 1, 32))
     if total is None and isinstance(items, Sequence):
@@ -131,7 +131,7 @@ def decode_many(
     if total is not None:
         check_memory(total, channels, size or (CROP if preprocessing == "res256crop224" else None), desc)
     per = 512 if total is None else max(16, min(1024, total // (workers * 8) + 1))
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not sys.stderr.isatty(), leave=False)
+    bar = Progress(desc, total or 0, unit="img")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) if workers > 1 else None
     jobs: list[tuple[list, Future | tuple]] = []
 

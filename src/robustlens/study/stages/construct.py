@@ -20,7 +20,7 @@ from typing import Any
 from robustlens.study.result import StageResult
 from robustlens.study.runner import StageContext
 from robustlens.study.spec import Spec
-from robustlens.study.stages.context import device, load_data, load_model, stage_seed, strip_seconds, threat_params, tty
+from robustlens.study.stages.context import device, load_data, load_model, stage_seed, strip_seconds, threat_params
 
 NAME = "construct"
 KIND_NAMES = {"original": "D (original images)", "robust": "D_R (robust)", "det": "D_det (y+1)", "rand": "D_rand (random target)"}
@@ -94,7 +94,7 @@ def _construct(ctx: StageContext, kind: str, train, chosen, x_orig, *, source, n
     p = ctx.params
     if kind == "original":
         return ConstructedSet.originals(train, chosen), {}
-    kw: dict[str, Any] = dict(n=n, chunk_size=p["chunk_size"], seed=stage_seed(ctx, "construct"), device=device(ctx), show_progress=tty())
+    kw: dict[str, Any] = dict(n=n, chunk_size=p["chunk_size"], seed=stage_seed(ctx, "construct"), device=device(ctx), show_progress=True)
     if kind == "robust":
         kw.update(steps=p["robust_steps"], step_size=p["robust_step_size"], init=p["robust_init"])
     else:
@@ -118,7 +118,7 @@ def _evaluate(ctx: StageContext, kind: str, cset, test_eval, fresh: dict, *, cla
     r = train_and_evaluate(cset, test_eval, arch=fresh["arch"], model_kwargs=fresh["arch_options"], epochs=p["epochs"], lr=p["lr"],
                            batch_size=p["batch_size"], augment=fresh["augment"], threat_norm=p["threat"]["norm"],
                            threat_eps=p["threat"]["eps"], attack_steps=p["attack_steps"], extra_threats=p.get("eval_threats", []),
-                           seed=fresh["seed"], device=device(ctx), show_progress=tty())
+                           seed=fresh["seed"], device=device(ctx), show_progress=True)
     ev = strip_seconds({
         "clean_accuracy": r["test_clean_accuracy"], "robust_accuracy": r["test_robust_accuracy"],
         "extra_threats": r["extra_threats"],

@@ -194,13 +194,6 @@ def accuracy(model, x, y, batch_size: int = 500) -> float:
     return hits / max(1, len(x))
 
 
-def tty() -> bool:
-    """Progress bars inside long stages only on a terminal."""
-    import sys
-
-    return sys.stderr.isatty()
-
-
 def is_time_key(k: str) -> bool:
     """A wall-clock field (results.json holds none: reruns must write identical files)."""
     k = k.lower()

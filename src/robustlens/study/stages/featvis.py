@@ -73,7 +73,7 @@ def _channels(ctx: StageContext, n: str, m, figures: dict, captions: dict) -> di
         mod = find_layer(m, layer)
         width = int(getattr(mod, "out_channels", getattr(mod, "num_features", 8)))  # a torch layer's channel count
         chans = list(range(min(p["channels"], width)))
-        imgs = visualize_channels(m, layer, chans, size=size, steps=p["steps"], seed=p["seed"])
+        imgs = visualize_channels(m, layer, chans, size=size, steps=p["steps"], seed=p["seed"], progress=True)
         f = f"channels_{n}_{layer.replace('.', '_')}.png"
         image_grid(imgs.cpu(), ctx.out / f, ncol=min(8, len(chans)), labels=[str(c) for c in chans],
                    title=f"{n}: {layer}, channels 0..{len(chans) - 1}")

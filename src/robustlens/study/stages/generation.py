@@ -49,7 +49,7 @@ def run(ctx: StageContext) -> StageResult:
     out, figures = {}, {}
     for n in ("std", "adv"):
         m = load_model(ctx, n)
-        x = generate(m, x0, targets.to(dev), eps=p["eps"] if p["eps"] > 0 else None, steps=p["steps"])
+        x = generate(m, x0, targets.to(dev), eps=p["eps"] if p["eps"] > 0 else None, steps=p["steps"], progress=True)
         with torch.no_grad():
             hit = lambda net, imgs: float((net(imgs).argmax(1).cpu() == targets).float().mean())  # noqa: E731
             per = {j: {"agreement": hit(jm, x), "start_rate": hit(jm, x0)} for j, jm in judges.items()}

@@ -37,7 +37,7 @@ def run(ctx: StageContext) -> StageResult:
         for method in p["methods"]:
             opts = method_opts(method, {}, stage_seed(ctx, "sanity"))
             opts.pop("generator", None)
-            raw = sanity_curves(models, x, y, methods=[method], order=order, seed=stage_seed(ctx, "sanity"), **opts)
+            raw = sanity_curves(models, x, y, methods=[method], order=order, seed=stage_seed(ctx, "sanity"), progress=True, **opts)
             for n, per in raw.items():
                 for meth, r in per.items():
                     key = meth if order == "top_down" else f"{meth} ({order})"

@@ -18,8 +18,7 @@ from pathlib import Path
 from robustlens.study.result import StageResult
 from robustlens.study.runner import StageContext
 from robustlens.study.spec import Spec, transfer_second_models
-from robustlens.study.stages.context import (device, load_model, load_target_splits, spec_of, stage_seed, strip_seconds,
-                                             tty)
+from robustlens.study.stages.context import device, load_model, load_target_splits, spec_of, stage_seed, strip_seconds
 
 NAME = "transfer"
 
@@ -98,7 +97,7 @@ def _fuse(ctx: StageContext, models: dict, size: int, mode: str, name: str) -> d
     target = Target(name, splits["train"], splits["test"], source=spec_of(ctx).data.source)
     res = run_fusion_study(models, [target], p["variants"], repeats=p["repeats"], mode=mode, epochs=p["epochs"],
                            lr=p["lr"] if p["lr"] > 0 else None, batch_size=p["batch_size"], seed=stage_seed(ctx, "transfer"),
-                           device=device(ctx), show_progress=tty())
+                           device=device(ctx), show_progress=True)
     cfg = {k: v for k, v in res["config"].items() if k not in ("backbones", "targets", "device")}
     part = strip_seconds({"config": cfg, "target": res["config"]["targets"][0], "table": res["table"], "runs": res["runs"]})
     write_json_atomic(cache, part)
