@@ -156,6 +156,23 @@ def test_localisation_needs_both_thresholds_and_the_centred_box():
     assert _verdicts(_loc(0.1, 0.2, 0.1, 0.2, 0.3))["localisation"]["verdict"] == "does not hold"
 
 
+def test_localisation_a_centred_box_that_no_map_can_beat_tests_nothing():
+    """Objects so large that a centred box localises all of them (the default world): even a
+    map with every box right could not beat the floor, so the claim is not measured (numbers
+    kept, a note saying why), never "does not hold"."""
+    res = _loc(0.4, 0.38, 0.8, 0.88, 1.0)
+    for m in res["localisation"]["models"].values():
+        m["n"] = 200
+    c = _verdicts(res)["localisation"]
+    assert c["verdict"] == "not measured" and "centred box already localises 1 of the objects" in c["note"]
+    assert c["numbers"]["centred box"] == 1.0 and c["numbers"]["ADV - STD (max)"] == 0.08
+    # a floor a perfect map would clearly beat is tested as before
+    res = _loc(0.4, 0.6, 0.5, 0.7, 0.9)
+    for m in res["localisation"]["models"].values():
+        m["n"] = 200
+    assert _verdicts(res)["localisation"]["verdict"] == "does not hold"  # ADV 0.6 is below the centred box's 0.9
+
+
 def test_saliency_share_ignores_the_methods_the_stage_left_out():
     sal = {"object_energy": {"std": {"ig": 1.0, "vanilla": 0.5, "guided": 0.5},
                              "adv": {"ig": 1.0, "vanilla": 0.8, "guided": 0.4}},

@@ -25,10 +25,13 @@ def _warn(msg: str) -> str:
     return msg
 
 
-def check_randomness(model: nn.Module, x: Tensor) -> str | None:
-    """Warn when two identical forward passes differ (dropout or BN in train mode, noise)."""
-    with torch.no_grad():
-        a, b = model(x), model(x)
+def check_randomness(model: nn.Module, x: Tensor, outputs: tuple[Tensor, Tensor] | None = None) -> str | None:
+    """Warn when two identical forward passes differ (dropout or BN in train mode, noise).
+    ``outputs``: the two passes' outputs, when the caller made them already."""
+    if outputs is None:
+        with torch.no_grad():
+            outputs = model(x), model(x)
+    a, b = outputs
     if not torch.allclose(a, b, rtol=1e-5, atol=1e-5):
         diff = float((a - b).abs().max())
         return _warn(
@@ -39,10 +42,12 @@ def check_randomness(model: nn.Module, x: Tensor) -> str | None:
     return None
 
 
-def check_softmax(model: nn.Module, x: Tensor) -> str | None:
-    """Warn when the model already outputs probabilities (its rows are >= 0 and sum to 1)."""
-    with torch.no_grad():
-        out = model(x)
+def check_softmax(model: nn.Module, x: Tensor, out: Tensor | None = None) -> str | None:
+    """Warn when the model already outputs probabilities (its rows are >= 0 and sum to 1).
+    ``out``: the model's output on ``x``, when the caller has it."""
+    if out is None:
+        with torch.no_grad():
+            out = model(x)
     if is_probability_output(out):
         return _warn(
             "the model's output looks softmax-normalised (non-negative rows summing to 1): attacks expect logits; "

@@ -230,8 +230,10 @@ def _attack_all(
 def _model_checks(model: nn.Module, xb: Tensor, yb: Tensor) -> None:
     """Randomness, softmax output and gradient masking, on (at most) the first 64 points."""
     xc, yc = xb[: min(64, len(xb))], yb[: min(64, len(yb))]
-    checks.check_randomness(model, xc)
-    checks.check_softmax(model, xc)
+    with torch.no_grad():
+        a, b = model(xc), model(xc)
+    checks.check_randomness(model, xc, outputs=(a, b))
+    checks.check_softmax(model, xc, out=a)  # the first pass's output (one forward fewer)
     checks.check_gradients(model, xc, yc)
 
 

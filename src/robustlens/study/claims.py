@@ -55,6 +55,15 @@ class _Missing(Exception):
     pass
 
 
+class _Untestable(Exception):
+    """The data cannot test the claim: a floor of the rule that no outcome could beat (the
+    claim is then "not measured", its numbers kept, never "does not hold")."""
+
+    def __init__(self, reason: str, numbers: dict) -> None:
+        super().__init__(reason)
+        self.reason, self.numbers = reason, numbers
+
+
 def _get(results: dict, *path: Any) -> Any:
     """``results[path[0]][path[1]]...``; raises ``_Missing`` naming the path if absent."""
     cur: Any = results
@@ -514,6 +523,13 @@ def _localisation(res: dict) -> tuple[dict, Any]:
     centre = _get(res, "localisation").get("centre_box_accuracy")
     if centre is not None:
         nums["centred box"] = _r(centre)
+        # a task a constant map already solves cannot show a map localising: if even a map with
+        # every box right (n of n) would not be clearly above the centred box, nothing is tested
+        perfect = diff_test("perfect map - centred box", 1.0, centre, na, na, ">", 0.0, ("", ""))
+        if perfect.verdict() != HOLDS:
+            raise _Untestable(f"a centred box already localises {centre:.3g} of the objects (IoU >= 0.5), so no map "
+                              f"could beat it on {na} images; the data's objects are too large or too central to test "
+                              "localisation (boxes on real images, e.g. examples/imagenet.toml, can)", nums)
         parts.append(diff_test("ADV - centred box", a, centre, na, na, ">", 0.0, ("ADV boxes", "centred boxes")))
     return nums, AllOf(tuple(parts))
 
@@ -811,6 +827,8 @@ def evaluate_claims(results: dict) -> list[dict]:
             entry.update(numbers=numbers, tests=[t.to_dict() for t in test.leaves()], verdict=test.verdict())
         except _Missing as e:
             entry.update(numbers={}, verdict=NOT_MEASURED, note=f"missing: {e}")
+        except _Untestable as e:
+            entry.update(numbers=e.numbers, verdict=NOT_MEASURED, note=f"not testable on this data: {e.reason}")
         except (ZeroDivisionError, TypeError, KeyError, IndexError, ValueError) as e:
             entry.update(numbers={}, verdict=NOT_MEASURED, note=f"could not compute: {e}")
         if c.compares_models and gate["status"] == "adv not robust" and entry["verdict"] != NOT_MEASURED:

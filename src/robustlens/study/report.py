@@ -312,6 +312,8 @@ def _claims_table(claims: list[dict]) -> str:
         nums = "<br>".join(f"{_esc(k)}: <b>{_esc(_fmt(v))}</b>" for k, v in c["numbers"].items()) or _esc(c.get("note", "no numbers"))
         if c.get("tests"):
             nums += "<br><i>" + "<br>".join(_esc(_test_text(t)) for t in c["tests"]) + "</i>"
+        if c["numbers"] and c.get("note"):  # why numbers carry no verdict (the validity gate, untestable data)
+            nums += f"<br><b>{_esc(c['note'])}</b>"
         rows.append(
             f"<tr><td>{_esc(c['paper'])}</td><td>{_esc(c['claim'])}</td><td>{nums}</td>"
             f"<td>{_esc(c['rule'])}</td><td class=\"{cls}\">{_esc(c['verdict'])}</td></tr>"
