@@ -256,7 +256,7 @@ class GenerationSpec:
     the stage reports "not measured", without ``judge_adv`` the claim does)."""
 
     enabled: bool = True
-    n: int = 20
+    n: int = 100
     eps: float = 10.0
     steps: int = 60
     judge: str = "judge"
