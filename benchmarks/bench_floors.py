@@ -18,8 +18,10 @@ Sections:
   projection, first), both channels_last;
 * ``pgd``: PGD-10 through the study's path (``robust_accuracy`` on a model as the study loads
   it, its first-batch checks included) against the bare loop of 10 ``torch.autograd.grad``
-  calls on the same rows, both channels_last; and the same path on the contiguous model
-  (what the study ran before the layout change);
+  calls on the same rows, both channels_last; against a bare *evaluation* (the same loop plus
+  what any robust-accuracy number needs: a clean forward, a random start and a forward of the
+  final iterate); and the same path on the contiguous model (what the study ran before the
+  layout change);
 * ``robustness``: the robustness stage's attacks (PGD-20 on ``--n`` images, then APGD-CE and
   APGD-T at 100 iterations on the points still robust) against a bare loop making the same
   number of gradient evaluations (counted rows of gradient forwards) at the stage's batch
@@ -70,9 +72,9 @@ def _show(label: str, r: tuple[float, float, float], extra: str = "") -> None:
     print(f"  {label:<58s} {r[0]:.2f}x  (rounds {r[1]:.2f}-{r[2]:.2f}){extra}", flush=True)
 
 
-def bare_pgd(model, x, y, eps, step, steps):
-    """PGD from ``x`` (no random start): the floor of gradient work."""
-    xa = x.clone()
+def bare_pgd(model, x, y, eps, step, steps, start=None):
+    """PGD from ``x`` (or ``start``): the floor of gradient work."""
+    xa = x.clone() if start is None else start
     for _ in range(steps):
         xa.requires_grad_(True)
         (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
@@ -206,14 +208,32 @@ def section_pgd(args) -> None:
         for i in range(0, len(x), bs):
             bare_pgd(m_cl, xc[i:i + bs], y[i:i + bs], eps, 2.5 * eps / steps, steps)
 
+    def bare_eval():  # the same work as an evaluation: clean forward, random start, 10 steps, final forward
+        gen = torch.Generator().manual_seed(0)
+        robust = 0
+        for i in range(0, len(x), bs):
+            xb, yb = xc[i:i + bs], y[i:i + bs]
+            with torch.no_grad():
+                ok = model_cl(xb).argmax(1) == yb
+            start = (xb + torch.empty_like(xb).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
+            xa = bare_pgd(m_cl, xb, yb, eps, 2.5 * eps / steps, steps, start=start)
+            with torch.no_grad():
+                robust += int((ok & (m_cl(xa).argmax(1) == yb)).sum())
+        return robust
+
+    model_cl = m_cl
+
     def path(model, checks=True):
         return lambda: robust_accuracy(model, (x, y), threat, attack="pgd", steps=steps, batch_size=bs, progress=True,
                                        checks_enabled=checks)
 
     print(f"pgd: PGD-10 on {args.n} images, batch {bs}, small_cnn width 16")
-    t = interleaved({"bare": bare, "study": path(m_cl), "study_nochecks": path(m_cl, False), "contiguous": path(m_c)}, args.repeats)
+    t = interleaved({"bare": bare, "bare_eval": bare_eval, "study": path(m_cl), "study_nochecks": path(m_cl, False),
+                     "contiguous": path(m_c)}, args.repeats)
     _show("bare loop (channels_last) / study path (channels_last)", ratio(t, "bare", "study"))
     _show("bare loop / study path without the first-batch checks", ratio(t, "bare", "study_nochecks"))
+    _show("bare evaluation (+ clean and final forwards, random start) / study path", ratio(t, "bare_eval", "study"))
+    _show("bare evaluation / study path without the first-batch checks", ratio(t, "bare_eval", "study_nochecks"))
     _show("study path channels_last / study path contiguous (speed-up)", ratio(t, "contiguous", "study"))
 
 
