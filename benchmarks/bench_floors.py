@@ -214,14 +214,12 @@ def section_pgd(args) -> None:
         for i in range(0, len(x), bs):
             xb, yb = xc[i:i + bs], y[i:i + bs]
             with torch.no_grad():
-                ok = model_cl(xb).argmax(1) == yb
+                ok = m_cl(xb).argmax(1) == yb
             start = (xb + torch.empty_like(xb).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
             xa = bare_pgd(m_cl, xb, yb, eps, 2.5 * eps / steps, steps, start=start)
             with torch.no_grad():
                 robust += int((ok & (m_cl(xa).argmax(1) == yb)).sum())
         return robust
-
-    model_cl = m_cl
 
     def path(model, checks=True):
         return lambda: robust_accuracy(model, (x, y), threat, attack="pgd", steps=steps, batch_size=bs, progress=True,

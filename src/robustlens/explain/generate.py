@@ -84,7 +84,7 @@ def generate(
         xs, ts = x0[s : s + internal_batch_size], t[s : s + internal_batch_size]
         x = xs.clone()
         batch = f"batch {s // int(internal_batch_size) + 1}/{-(-len(x0) // int(internal_batch_size))}"
-        for _ in track(range(int(steps)), "generate", unit="step", enabled=progress, step=lambda i, b=batch: b):
+        for _ in track(range(int(steps)), "generate", unit="step", enabled=progress, step=lambda _: batch):
             x.requires_grad_(True)
             with torch.enable_grad():
                 loss = F.cross_entropy(model(x), ts, reduction="sum")

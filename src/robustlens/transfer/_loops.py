@@ -20,19 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustlens.progress import track
 from robustlens.threat import ThreatModel
 from robustlens.train.schedule import Schedule
 from robustlens.train.step import EpochMeter, Nets, Recipe, sgd_step
-
-
-def progress(iterable, total: int | None = None, desc: str = "", enabled: bool = True, unit: str = "step"):
-    """``iterable`` with progress when enabled: a bar on a terminal, heartbeat lines otherwise
-    (:func:`robustlens.progress.track`)."""
-    if not enabled:
-        return iterable
-    from robustlens.progress import track
-
-    return track(iterable, desc, total=total, unit=unit)
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> Iterator[Tensor]:
@@ -98,7 +89,7 @@ def sgd_fit(
     g = torch.Generator().manual_seed(int(seed))
     step = 0
     last = {"loss": float("nan"), "accuracy": float("nan")}
-    for epoch in progress(range(epochs), total=epochs, desc=desc, enabled=show_progress):
+    for epoch in track(range(epochs), desc, enabled=show_progress):
         meter = EpochMeter(device)
         for idx in batch_order(len(x), batch_size, g):
             xb, yb = x[idx], y[idx]

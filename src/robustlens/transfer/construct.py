@@ -44,7 +44,8 @@ from robustlens.evalmode import eval_mode
 from robustlens.io import atomic_path, versions, write_json_atomic
 from robustlens.threat import L2
 from robustlens.attacks.pgd import pgd
-from robustlens.transfer._loops import progress, robust_accuracy, sgd_fit
+from robustlens.progress import track
+from robustlens.transfer._loops import robust_accuracy, sgd_fit
 
 KINDS = ("robust", "det", "rand")
 
@@ -293,7 +294,7 @@ def construct_dataset(
     n_chunks = math.ceil(n / chunk_size)
     pieces: list[dict[str, np.ndarray]] = []
     t0 = time.time()
-    for ci in progress(range(n_chunks), total=n_chunks, desc=f"construct {kind}", enabled=show_progress):
+    for ci in track(range(n_chunks), f"construct {kind}", enabled=show_progress):
         path = _chunk_path(out, ci) if out is not None else None
         if path is not None and path.exists():
             with np.load(path) as z:

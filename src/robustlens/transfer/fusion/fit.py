@@ -10,7 +10,6 @@ Both take their optimiser steps through :func:`robustlens.train.step.sgd_step`.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -19,7 +18,8 @@ from torch import Tensor, nn
 from robustlens.evalmode import eval_mode
 from robustlens.train import TrainConfig, train
 from robustlens.train.step import Nets, Recipe, sgd_step
-from robustlens.transfer._loops import batch_order, progress
+from robustlens.progress import track
+from robustlens.transfer._loops import batch_order
 from robustlens.transfer.fusion.inputs import Target
 from robustlens.transfer.fusion.model import LateFusion
 
@@ -40,7 +40,7 @@ def compute_features(model: nn.Module, images: Tensor | Any, batch_size: int = 2
     n = len(images)
     out = []
     with eval_mode(model):
-        for s in progress(range(0, n, batch_size), total=math.ceil(n / batch_size), desc=desc, enabled=show_progress):
+        for s in track(range(0, n, batch_size), desc, enabled=show_progress):
             if isinstance(images, Tensor):
                 xb = images[s : s + batch_size].to(device)
             else:

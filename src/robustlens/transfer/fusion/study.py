@@ -15,7 +15,8 @@ from torch import Tensor
 
 from robustlens.errors import UserError
 from robustlens.io import versions
-from robustlens.transfer._loops import accuracy, progress
+from robustlens.progress import track
+from robustlens.transfer._loops import accuracy
 from robustlens.transfer.fusion.fit import (
     LINEAR_EPOCHS,
     LINEAR_LR,
@@ -146,7 +147,7 @@ def _fit_all(loaded: dict[Key, Backbone], tgts: list[Target], variants: list[str
     runs: list[RunResult] = []
     feats: tuple[dict[Key, Tensor], dict[Key, Tensor]] = ({}, {})
     current = None
-    for t, v, r in progress(jobs, total=len(jobs), desc="fusion", enabled=fs.show_progress):
+    for t, v, r in track(jobs, "fusion", enabled=fs.show_progress):
         if fs.mode == "linear" and t is not current:
             feats, current = _features(loaded, t, device, fs.show_progress), t
         s, t0 = seed + r, time.time()
